@@ -1,0 +1,30 @@
+"""Shared fixtures: the real recordings in ../shared/data, skipped cleanly when absent."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Kernels compile once per test session into a writable cache.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
+
+SHARED_DATA = Path(os.environ.get("IKEM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+NTU_DIR = SHARED_DATA / "ntu_rgbd_skeleton"
+KINECT_DIR = SHARED_DATA / "kinect_v2_msr_labanotation"
+META_DIR = SHARED_DATA / "ntu_rgbd_meta"
+
+
+@pytest.fixture(scope="session")
+def ntu_dir():
+    """Folder of the 12 real NTU RGB+D `.skeleton` files (skip when absent)."""
+    if not NTU_DIR.is_dir() or not any(NTU_DIR.glob("*.skeleton")):
+        pytest.skip(f"real NTU files not found in {NTU_DIR}")
+    return NTU_DIR
+
+
+@pytest.fixture(scope="session")
+def kinect_dir():
+    """Folder of the MIT-licensed Kinect v2 CSV captures (skip when absent)."""
+    if not KINECT_DIR.is_dir():
+        pytest.skip(f"Kinect captures not found in {KINECT_DIR}")
+    return KINECT_DIR
