@@ -1,0 +1,379 @@
+"""The ikem store: one Zarr v3 directory (default) or one HDF5 file, same names inside.
+
+Layout (DESIGN.md §3; format ``names.STORE_FORMAT``, version ``names.STORE_VERSION``):
+
+============================  ==========================  ==========================================
+path                          shape, dtype                meaning
+============================  ==========================  ==========================================
+``raw/xyz``                   (N, 3, T_max, 25, M) f4     camera-space metres, zero-padded, never cut
+``raw/frames``                (N,) int32                  frame count from the file header
+``raw/bodies``                (N,) int8                   distinct bodies seen in the file
+``raw/label``                 (N,) int16                  action class, 0-based
+``raw/setup`` ... ``replication``  (N,) int16             ids from the file name (-1: none)
+``raw/name``                  (N,) bytes ``S``            sample name, ASCII (see :meth:`Store.names`)
+``splits/<benchmark>/train``  (n,) int64                  sample indices; same for ``val``
+``modalities/<name>``         (N, 3, 50, 25, M) f4        written by ``ikem-data modalities``
+============================  ==========================  ==========================================
+
+Root attributes: ``format``, ``version``, ``ikem_version`` and one dict per stage
+(``gendata``, ``modalities``, ...), each ``{"complete": bool, "params": {...}, ...}``.
+A stage marks itself complete last, after all of its data is flushed.
+
+Both back ends expose arrays that support numpy slicing for reading and writing
+(``store["raw/xyz"][i:j] = block``). Strings are stored as fixed-width ASCII bytes
+(numpy ``S``), which round-trip in zarr v3 and in HDF5 alike.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+
+import numpy as np
+
+from ikem_data import __version__
+from ikem_data.names import STORE_FORMAT, STORE_VERSION
+
+HDF5_SUFFIXES = (".h5", ".hdf5")
+MODES = ("r", "r+", "w")
+
+
+def to_jsonable(value):
+    """Return ``value`` with numpy scalars/arrays, tuples and paths made plain JSON types.
+
+    Raises:
+        TypeError: a value that has no JSON form (the message names its type).
+    """
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)) and not isinstance(value, (str, bytes)):
+        items = sorted(value) if isinstance(value, (set, frozenset)) else value
+        return [to_jsonable(v) for v in items]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"store attributes must be JSON-able; got {type(value).__name__}: {value!r}")
+
+
+def is_hdf5_path(path) -> bool:
+    """True when ``path`` names an HDF5 store (suffix ``.h5`` or ``.hdf5``)."""
+    return Path(path).suffix.lower() in HDF5_SUFFIXES
+
+
+class Attributes(MutableMapping):
+    """Root attributes of a store: a dict-like view with JSON-able values.
+
+    Setting a key writes it to the store at once. Values are cast with
+    :func:`to_jsonable` (numpy scalars become ``int``/``float``). In HDF5 every value is
+    kept as a JSON string, so nested dicts read back as dicts in both back ends.
+    """
+
+    def __init__(self, raw, kind):
+        self._raw = raw
+        self._kind = kind
+
+    def __getitem__(self, key):
+        value = self._raw[key]
+        if self._kind == "hdf5":
+            if isinstance(value, bytes):
+                value = value.decode()
+            return json.loads(value)
+        return value
+
+    def __setitem__(self, key, value):
+        value = to_jsonable(value)
+        if self._kind == "hdf5":
+            self._raw[key] = json.dumps(value)
+        else:
+            self._raw[key] = value
+
+    def __delitem__(self, key):
+        del self._raw[key]
+
+    def __iter__(self):
+        return iter(list(self._raw.keys()))
+
+    def __len__(self):
+        return len(list(self._raw.keys()))
+
+    def to_dict(self) -> dict:
+        """A plain ``dict`` copy of all attributes."""
+        return {key: self[key] for key in self}
+
+    def __repr__(self):
+        return f"Attributes({self.to_dict()!r})"
+
+
+class Store:
+    """An open ikem store (zarr directory or HDF5 file). Use :func:`open_store`.
+
+    Attributes:
+        path: the store's location.
+        kind: ``"zarr"`` or ``"hdf5"``.
+        mode: ``"r"``, ``"r+"`` or ``"w"`` as opened.
+
+    A context manager; :meth:`close` releases the HDF5 file (a no-op for zarr). A Store
+    pickles as "reopen this path", so it can be handed to worker processes, which then
+    open it lazily on their side (never pass an open h5py file across a spawn).
+    """
+
+    def __init__(self, path, kind, root, mode):
+        self.path = Path(path)
+        self.kind = kind
+        self.mode = mode
+        self._root = root
+
+    # -- context manager, pickling ---------------------------------------------------
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        """Flush and close (HDF5); safe to call twice."""
+        if self.kind == "hdf5" and self._root is not None:
+            try:
+                self._root.close()
+            except Exception:  # already closed
+                pass
+        self._root = None
+
+    def __reduce__(self):
+        return (open_store, (str(self.path), "r" if self.mode == "r" else "r+"))
+
+    def __repr__(self):
+        return f"Store({str(self.path)!r}, kind={self.kind!r}, mode={self.mode!r})"
+
+    @property
+    def root(self):
+        """The underlying ``zarr.Group`` or ``h5py.File`` (raises when closed)."""
+        if self._root is None:
+            raise ValueError(f"store {self.path} is closed")
+        return self._root
+
+    # -- attributes and arrays -------------------------------------------------------
+    @property
+    def attrs(self) -> Attributes:
+        """Root attributes (dict-like, JSON-able values)."""
+        return Attributes(self.root.attrs, self.kind)
+
+    def __getitem__(self, name):
+        """The array (or group) at ``name``, e.g. ``store["raw/xyz"]``.
+
+        Raises:
+            KeyError: nothing at ``name``; the message names the store.
+        """
+        if name not in self:
+            raise KeyError(f"{name!r} not found in store {self.path}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.root[name]
+
+    def __contains__(self, name) -> bool:
+        name = str(name).strip("/")
+        if self.kind == "hdf5":
+            return name in self.root
+        node = self.root
+        for part in name.split("/"):
+            try:
+                if not hasattr(node, "__contains__") or part not in node:
+                    return False
+                node = node[part]
+            except Exception:
+                return False
+        return True
+
+    def create_array(self, name, shape, dtype, chunks=None, fill_value=0, overwrite=False):
+        """Create an array at ``name`` (intermediate groups are created).
+
+        Args:
+            name: path such as ``"raw/xyz"``.
+            shape: tuple of ints (zero-length axes allowed).
+            dtype: numpy dtype; strings as fixed-width bytes (``"S20"``).
+            chunks: chunk shape; ``None`` picks one (the whole array along small axes).
+            fill_value: value of unwritten elements (``b""`` for bytes dtypes).
+            overwrite: replace an existing array; otherwise an existing name raises.
+
+        Returns:
+            the new array (numpy slicing for reading and writing).
+
+        Raises:
+            ValueError: ``name`` exists and ``overwrite`` is false, or the store is read-only.
+        """
+        if self.mode == "r":
+            raise ValueError(f"store {self.path} is open read-only; cannot create {name!r}")
+        name = str(name).strip("/")
+        shape = tuple(int(s) for s in shape)
+        dtype = np.dtype(dtype)
+        if dtype.kind in "SU":
+            fill_value = b"" if dtype.kind == "S" else ""
+        if chunks is not None:
+            chunks = tuple(max(1, min(int(c), s if s > 0 else 1)) for c, s in zip(chunks, shape))
+        if name in self:
+            if not overwrite:
+                raise ValueError(f"{name!r} already exists in store {self.path}")
+            del self.root[name]
+        if self.kind == "hdf5":
+            kwargs = {}
+            if all(s > 0 for s in shape) and shape:
+                kwargs = dict(chunks=chunks if chunks is not None else True, compression="gzip",
+                              compression_opts=4, shuffle=True)
+            return self.root.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill_value, **kwargs)
+        from zarr.codecs import BloscCodec
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fixed-width bytes: "no Zarr V3 specification"
+            return self.root.create_array(
+                name,
+                shape=shape,
+                dtype=dtype,
+                chunks=chunks if chunks is not None else "auto",
+                fill_value=fill_value,
+                compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
+            )
+
+    # -- splits and helpers ----------------------------------------------------------
+    def benchmarks(self) -> list[str]:
+        """Names of the benchmarks under ``splits/`` (sorted)."""
+        if "splits" not in self:
+            return []
+        group = self.root["splits"]
+        keys = group.keys() if self.kind == "hdf5" else group.group_keys()
+        return sorted(str(k) for k in keys)
+
+    def split(self, benchmark, part) -> np.ndarray:
+        """Sample indices of ``splits/<benchmark>/<part>`` as int64.
+
+        Args:
+            benchmark: e.g. ``"ntu60-xsub"`` (see :meth:`benchmarks`).
+            part: ``"train"`` or ``"val"``.
+
+        Raises:
+            ValueError: ``part`` is neither ``train`` nor ``val``.
+            KeyError: the store has no such benchmark; the message lists those it has.
+        """
+        if part not in ("train", "val"):
+            raise ValueError(f"split part must be 'train' or 'val', not {part!r}")
+        name = f"splits/{benchmark}/{part}"
+        if name not in self:
+            have = ", ".join(self.benchmarks()) or "none"
+            raise KeyError(f"benchmark {benchmark!r} not in store {self.path}; it has: {have}")
+        return np.asarray(self.root[name][...], dtype=np.int64)
+
+    def names(self, start=0, stop=None) -> list[str]:
+        """Sample names ``raw/name[start:stop]`` decoded to ``str``."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = self.root["raw/name"][start:stop]
+        return [v.decode("ascii") if isinstance(v, bytes) else str(v) for v in values]
+
+    def stage(self, name) -> dict | None:
+        """The stage dict ``attrs[name]`` (e.g. ``"gendata"``), or ``None`` when absent."""
+        attrs = self.attrs
+        return attrs[name] if name in attrs else None
+
+    def is_complete(self, stage="gendata") -> bool:
+        """True when ``attrs[stage]["complete"]`` is true."""
+        info = self.stage(stage)
+        return bool(info and info.get("complete"))
+
+
+def _check_format(store):
+    attrs = store.attrs
+    fmt = attrs.get("format")
+    if fmt != STORE_FORMAT:
+        store.close()
+        raise ValueError(f"{store.path} is not an ikem store (format {fmt!r}, expected {STORE_FORMAT!r})")
+    version = attrs.get("version")
+    if version != STORE_VERSION:
+        store.close()
+        raise ValueError(f"{store.path} has store version {version!r}; this ikem reads version {STORE_VERSION}")
+
+
+def _looks_like_store(path, hdf5) -> bool:
+    try:
+        with open_store(path, "r"):
+            return True
+    except Exception:
+        return False
+
+
+def open_store(path, mode="r") -> Store:
+    """Open or create an ikem store.
+
+    Args:
+        path: a zarr directory, or an HDF5 file when it ends in ``.h5``/``.hdf5``.
+        mode: ``"r"`` read, ``"r+"`` read/write an existing store, ``"w"`` create a new
+            empty store (an existing ikem store at ``path`` is replaced; anything else
+            there is refused).
+
+    Returns:
+        :class:`Store` with ``format``, ``version`` and ``ikem_version`` set (mode ``w``).
+
+    Raises:
+        FileNotFoundError: mode ``r``/``r+`` and nothing at ``path``.
+        ValueError: an unknown mode; ``path`` holds something that is not an ikem store
+            (or another store version); mode ``w`` over a non-store file or folder.
+    """
+    path = Path(path)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    hdf5 = is_hdf5_path(path)
+    if mode == "w":
+        if path.exists():
+            empty_dir = path.is_dir() and not any(path.iterdir())
+            if not empty_dir and not _looks_like_store(path, hdf5):
+                raise ValueError(f"{path} exists and is not an ikem store; refusing to overwrite it")
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if hdf5:
+            import h5py
+
+            root = h5py.File(path, "w")
+        else:
+            import zarr
+
+            root = zarr.open_group(str(path), mode="w", zarr_format=3)
+        store = Store(path, "hdf5" if hdf5 else "zarr", root, mode)
+        store.attrs["format"] = STORE_FORMAT
+        store.attrs["version"] = STORE_VERSION
+        store.attrs["ikem_version"] = __version__
+        return store
+
+    if not path.exists():
+        raise FileNotFoundError(f"no store at {path}")
+    try:
+        if hdf5:
+            import h5py
+
+            root = h5py.File(path, mode)
+        else:
+            import zarr
+
+            if not (path / "zarr.json").is_file():
+                raise ValueError("no zarr.json")
+            root = zarr.open_group(str(path), mode=mode, zarr_format=3)
+    except Exception as exc:
+        raise ValueError(f"{path} is not an ikem store ({exc})") from None
+    store = Store(path, "hdf5" if hdf5 else "zarr", root, mode)
+    _check_format(store)
+    return store
