@@ -1,0 +1,117 @@
+"""The six modalities in torch, per batch, on the training device (METHOD.md §3).
+
+Same formulas as the numba kernels of :mod:`ikem_data.modalities`; pretraining calls
+this on the *augmented* joint sequences (DESIGN.md §4). Every cross product names its
+channel axis (``dim=1``), so a batch of 3 samples is handled correctly (METHOD.md §11.4).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from ikem_data.bones import BONE_PAIRS, ROTATION_AXIS_PAIRS, SPINE_MID, SPINE_SHOULDER, \
+    SHOULDER_LEFT, SHOULDER_RIGHT
+from ikem_data.names import MODALITIES
+
+#: Frames of the resized sequences: the time scale is ``tau = RESIZED_FRAMES / frames``.
+RESIZED_FRAMES = 50.0
+_EPS = 1e-12
+
+# Which modalities each one needs computed first.
+_NEEDS = {
+    "joint": (), "motion": (), "bone": (), "acceleration": ("motion",),
+    "rotation_axis": ("bone",), "angular_velocity": ("bone", "rotation_axis"),
+}
+
+
+def _time_diff(x, tau):
+    """``tau * (x[:, :, t+1] - x[:, :, t])`` for t < T-1 and 0 at T-1 (METHOD.md §3.2)."""
+    out = torch.zeros_like(x)
+    out[:, :, :-1] = tau * (x[:, :, 1:] - x[:, :, :-1])
+    return out
+
+
+def _bones(joint, bone_pairs):
+    pairs = torch.as_tensor(BONE_PAIRS[bone_pairs], device=joint.device)
+    bone = joint - joint[:, :, :, pairs[:, 1]]  # b_v = X_v - X_u; row v is joint v
+    if bone_pairs == "ikem":
+        # Root "bone" = unit torso normal (X_2 - X_9) x (X_5 - X_9), METHOD.md §3.4.
+        a = joint[:, :, :, SPINE_MID] - joint[:, :, :, SHOULDER_RIGHT]
+        b = joint[:, :, :, SHOULDER_LEFT] - joint[:, :, :, SHOULDER_RIGHT]
+        bone[:, :, :, SPINE_SHOULDER] = F.normalize(torch.cross(a, b, dim=1), dim=1, eps=_EPS)
+    return bone
+
+
+def _rotation_axis(bone):
+    parent = torch.as_tensor(ROTATION_AXIS_PAIRS[:, 1], device=bone.device)
+    return torch.cross(bone, bone[:, :, :, parent], dim=1)  # R_v = b_v x b_u, un-normalised
+
+
+def _angular_velocity(bone, axis, tau):
+    parent = torch.as_tensor(ROTATION_AXIS_PAIRS[:, 1], device=bone.device)
+    unit = F.normalize(bone, dim=1, eps=_EPS)
+    unit_parent = unit[:, :, :, parent]
+    sin = torch.linalg.vector_norm(torch.cross(unit, unit_parent, dim=1), dim=1)
+    cos = (unit * unit_parent).sum(dim=1)
+    theta = torch.atan2(sin, cos).unsqueeze(1)  # (N, 1, T, V, M) in [0, pi]
+    omega = _time_diff(theta, tau) * F.normalize(axis, dim=1, eps=_EPS)  # axis at frame t
+    omega[:, :, :, SPINE_SHOULDER] = 0
+    return omega
+
+
+@torch.no_grad()
+def compute_modalities(joint, frames, names, bone_pairs="ikem", true_timeline=True):
+    """Compute the requested modalities of a batch of joint sequences.
+
+    Args:
+        joint: (N, 3, T, V=25, M) float tensor of preprocessed (possibly augmented)
+            positions in metres, on any device.
+        frames: (N,) header frame counts ``f`` (tensor, array or list); the time scale is
+            ``tau = 50 / f`` (METHOD.md §3), or 1 when ``true_timeline`` is False.
+        names: iterable of modality names from :data:`ikem_data.names.MODALITIES`.
+        bone_pairs: ``"ikem"`` (hand tips from the hand joint, root bone = unit torso
+            normal) or ``"crossclr"`` (tip from thumb, root bone zero).
+        true_timeline: scale motion, acceleration and angular velocity by ``tau``.
+
+    Returns:
+        dict name -> (N, 3, T, V, M) tensor, same dtype and device as ``joint``, in the
+        order of ``names``. No gradient.
+
+    Raises:
+        ValueError: an unknown modality name or bone-pair set.
+    """
+    names = tuple(names)
+    unknown = [n for n in names if n not in MODALITIES]
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; valid: {', '.join(MODALITIES)}")
+    if bone_pairs not in BONE_PAIRS:
+        raise ValueError(f"unknown bone_pairs {bone_pairs!r}; valid: {', '.join(BONE_PAIRS)}")
+    n = joint.shape[0]
+    if true_timeline:
+        f = torch.as_tensor(frames, device=joint.device).to(joint.dtype)
+        tau = (RESIZED_FRAMES / f).view(n, 1, 1, 1, 1)
+    else:
+        tau = torch.ones(n, 1, 1, 1, 1, dtype=joint.dtype, device=joint.device)
+
+    out = {}
+
+    def get(name):
+        if name not in out:
+            for dep in _NEEDS[name]:
+                get(dep)
+            if name == "joint":
+                out[name] = joint
+            elif name == "motion":
+                out[name] = _time_diff(joint, tau)
+            elif name == "acceleration":
+                acc = _time_diff(out["motion"], tau)
+                acc[:, :, -2:] = 0  # the zero motion at T-1 never enters (METHOD.md §3.3)
+                out[name] = acc
+            elif name == "bone":
+                out[name] = _bones(joint, bone_pairs)
+            elif name == "rotation_axis":
+                out[name] = _rotation_axis(out["bone"])
+            else:
+                out[name] = _angular_velocity(out["bone"], out["rotation_axis"], tau)
+        return out[name]
+
+    return {name: get(name) for name in names}

@@ -1,0 +1,347 @@
+"""The pretraining model (MoCo / CrosSCLR / IKEM, METHOD.md §6) and the distillation
+model (METHOD.md §7), both driven by a list of modality names.
+
+One modality gives SkeletonCLR (plain MoCo); ``joint, motion, bone`` with
+``bone_pairs="crossclr"`` gives the three-stream CrosSCLR baseline; the six modalities
+give IKEM's teacher. Every per-modality part is a ModuleDict keyed by modality name.
+"""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ikem_data.names import MODALITIES, STUDENT_MODALITIES, resolve_modalities
+from ikem_train.crossclr import cross_modal_losses
+from ikem_train.distill import distill_loss
+from ikem_train.ikem import IKEMHead, concat_keys, concat_queues, ikem_loss
+from ikem_train.modalities import compute_modalities
+from ikem_train.moco import advance_pointer, check_queue_size, enqueue, info_nce, \
+    momentum_update, random_queue
+from ikem_train.stgcn import STGCN, init_weights
+
+
+class Encoder(nn.Module):
+    """ST-GCN backbone plus projection head (METHOD.md §5).
+
+    ``head`` is ``Linear(hidden_dim, hidden_dim) → ReLU → Linear(hidden_dim, out_dim)``
+    when ``mlp`` (pretraining), ``Linear(hidden_dim, out_dim)`` otherwise; students use
+    ``hidden=out_dim=768``. ``forward(x)`` returns ``(head(h), h)``.
+    """
+
+    def __init__(self, out_dim, *, in_channels=3, hidden_channels=16, hidden_dim=256,
+                 dropout=0.5, mlp=True, head_hidden=None):
+        super().__init__()
+        self.backbone = STGCN(in_channels, hidden_channels, hidden_dim, dropout)
+        if mlp:
+            mid = head_hidden or hidden_dim
+            self.head = nn.Sequential(nn.Linear(hidden_dim, mid), nn.ReLU(inplace=True),
+                                      nn.Linear(mid, out_dim))
+        else:
+            self.head = nn.Linear(hidden_dim, out_dim)
+        init_weights(self.head)
+
+    def forward(self, x):
+        h = self.backbone(x)
+        return self.head(h), h
+
+
+def _check_phase_keys(frozen):
+    unknown = [m for m in frozen if m not in MODALITIES]
+    if unknown:
+        raise ValueError(f"cross_phase_frozen_keys: unknown modalities {unknown}; valid: {', '.join(MODALITIES)}")
+
+
+class PretrainModel(nn.Module):
+    """Multi-modality MoCo with CrosSCLR cross-modal mining and the IKEM term (METHOD.md §6).
+
+    Args:
+        modalities: names (or a spec accepted by ``resolve_modalities``).
+        in_channels, hidden_channels, hidden_dim, dropout: the ST-GCN (METHOD.md §5).
+        feature_dim: embedding size D (128); mlp: 2-layer head.
+        queue_size: K (32768); must be a multiple of the batch size.
+        momentum: m (0.999); temperature: T (0.07).
+        cross_epoch: last epoch (1-based) of phase 1 (150).
+        topk, context: CrosSCLR mining (1, True).
+        ikem: add the IKEM concatenated-key term in phase 2.
+        cross_phase_frozen_keys: key encoders not momentum-updated in phase 2 (reference:
+            joint, bone, rotation_axis; ``()`` updates all).
+        key_init: ``"copy"`` (key = exact copy of query, standard MoCo) or ``"reinit"``
+            (independent random init, the reference).
+        bone_pairs, true_timeline: forwarded to :func:`compute_modalities`.
+
+    State dict: ``query.<m>.backbone.*``, ``query.<m>.head.*``, ``key.<m>.*``,
+    ``ikem_head.<m>.*``, buffers ``queue_<m>`` (D, K) and ``queue_ptr`` (1,).
+    """
+
+    def __init__(self, modalities, *, in_channels=3, hidden_channels=16, hidden_dim=256, dropout=0.5,
+                 feature_dim=128, mlp=True, queue_size=32768, momentum=0.999, temperature=0.07,
+                 cross_epoch=150, topk=1, context=True, ikem=True,
+                 cross_phase_frozen_keys=("joint", "bone", "rotation_axis"), key_init="copy",
+                 bone_pairs="ikem", true_timeline=True):
+        super().__init__()
+        self.modalities = resolve_modalities(modalities)
+        if key_init not in ("copy", "reinit"):
+            raise ValueError(f"key_init must be 'copy' or 'reinit', not {key_init!r}")
+        _check_phase_keys(cross_phase_frozen_keys)
+        if queue_size <= 0 or topk < 1 or topk > queue_size:
+            raise ValueError(f"need 1 <= topk <= queue_size, got topk={topk}, queue_size={queue_size}")
+        self.queue_size, self.momentum, self.temperature = int(queue_size), float(momentum), float(temperature)
+        self.cross_epoch, self.topk, self.context = int(cross_epoch), int(topk), bool(context)
+        self.use_ikem = bool(ikem) and len(self.modalities) > 1
+        self.frozen_keys = tuple(m for m in cross_phase_frozen_keys if m in self.modalities)
+        self.bone_pairs, self.true_timeline = bone_pairs, bool(true_timeline)
+
+        def encoder():
+            return Encoder(feature_dim, in_channels=in_channels, hidden_channels=hidden_channels,
+                           hidden_dim=hidden_dim, dropout=dropout, mlp=mlp)
+
+        self.query = nn.ModuleDict({m: encoder() for m in self.modalities})
+        self.key = nn.ModuleDict({m: copy.deepcopy(self.query[m]) if key_init == "copy" else encoder()
+                                  for m in self.modalities})
+        for p in self.key.parameters():
+            p.requires_grad_(False)
+        if self.use_ikem:
+            joint_dim = feature_dim * len(self.modalities)
+            self.ikem_head = nn.ModuleDict({m: init_weights(IKEMHead(hidden_dim, joint_dim))
+                                            for m in self.modalities})
+        for m in self.modalities:
+            self.register_buffer(f"queue_{m}", random_queue(feature_dim, self.queue_size))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))  # shared by all queues
+
+    def queue(self, m):
+        """The (D, K) queue buffer of modality ``m``."""
+        return getattr(self, f"queue_{m}")
+
+    def is_cross_phase(self, epoch):
+        """True in phase 2: epoch (1-based) > cross_epoch and more than one modality."""
+        return len(self.modalities) > 1 and epoch > self.cross_epoch
+
+    def forward(self, view1, view2, frames, epoch):
+        """One training step's loss; updates key encoders and queues in place.
+
+        Args:
+            view1, view2: (N, 3, T, 25, M) float32 augmented joint sequences (query, key).
+            frames: (N,) header frame counts.
+            epoch: 1-based epoch.
+
+        Returns:
+            dict: ``"loss"`` (scalar with grad) and detached parts ``"loss/nce/<m>"``
+            (phase 1) or ``"loss/cross/<m>"``, ``"loss/ikem/<m>"`` (phase 2).
+
+        Raises:
+            ValueError: queue_size % batch != 0.
+        """
+        b = view1.shape[0]
+        check_queue_size(self.queue_size, b)
+        cross = self.is_cross_phase(epoch)
+        x1 = compute_modalities(view1, frames, self.modalities, self.bone_pairs, self.true_timeline)
+        x2 = compute_modalities(view2, frames, self.modalities, self.bone_pairs, self.true_timeline)
+
+        q, h = {}, {}
+        for m in self.modalities:
+            z, h[m] = self.query[m](x1[m])
+            q[m] = F.normalize(z.float(), dim=1)
+        k = {}
+        with torch.no_grad():
+            for m in self.modalities:
+                if not (cross and m in self.frozen_keys):
+                    momentum_update(self.key[m], self.query[m], self.momentum)  # before the key pass
+                k[m] = F.normalize(self.key[m](x2[m])[0].float(), dim=1)
+
+        # Snapshot: the enqueue below writes the buffers in place before backward runs.
+        queues = {m: self.queue(m).detach().clone() for m in self.modalities}
+        out = {}
+        if not cross:
+            for m in self.modalities:
+                out[f"loss/nce/{m}"] = info_nce(q[m], k[m], queues[m], self.temperature)
+        else:
+            for m, loss in cross_modal_losses(q, k, queues, self.temperature, self.topk, self.context).items():
+                out[f"loss/cross/{m}"] = loss
+            if self.use_ikem:
+                kappa = concat_keys([k[m] for m in self.modalities])  # order j, m, b, a, r, o
+                joint_queue = concat_queues([queues[m] for m in self.modalities])
+                for m in self.modalities:
+                    out[f"loss/ikem/{m}"] = ikem_loss(self.ikem_head[m](h[m]), kappa, joint_queue,
+                                                      self.temperature)
+        loss = torch.stack(list(out.values())).sum()
+
+        for m in self.modalities:
+            enqueue(self.queue(m), k[m], self.queue_ptr)
+        advance_pointer(self.queue_ptr, b, self.queue_size)
+        result = {"loss": loss}
+        result.update({name: value.detach() for name, value in out.items()})
+        return result
+
+
+def _teacher_encoder_kwargs(config):
+    return dict(in_channels=config.get("in_channels", 3), hidden_channels=config.get("hidden_channels", 16),
+                hidden_dim=config.get("hidden_dim", 256), dropout=config.get("dropout", 0.5),
+                mlp=config.get("mlp", True))
+
+
+class DistillModel(nn.Module):
+    """Six-modality teacher distilled into fresh students (METHOD.md §7).
+
+    Args:
+        teacher_state: the ``"model"`` state dict of a six-modality PretrainModel checkpoint.
+        teacher_config: the PretrainModel kwargs it was built with (incl. ``"modalities"``).
+        student_modalities: streams to train (joint, motion, bone).
+        teacher_mode: ``"train"`` (reference: dropout and BN batch statistics active) or
+            ``"eval"``.
+        omega_queue: queue ranking angular velocity's neighbours: ``"bone"`` (reference
+            defect, ``q_o·Q_b``) or ``"angular_velocity"`` (fixed, ``q_o·Q_o``).
+        student_dim: student head width (768 = feature_dim × 6).
+        queue_size, temperature, topk, context: as PretrainModel.
+
+    State dict: ``student.<m>.backbone.*``, ``student.<m>.head.*``, ``teacher.<m>.*``,
+    buffers ``queue_<m>`` (D, K) per teacher modality, ``queue_teacher`` (6·D, K),
+    ``queue_ptr`` (1,).
+
+    Raises:
+        ValueError: the teacher is not a six-modality PretrainModel, or its state dict
+            does not match its config (missing/unexpected keys, shapes), or a bad switch.
+    """
+
+    def __init__(self, teacher_state, teacher_config, *, student_modalities=STUDENT_MODALITIES,
+                 teacher_mode="train", omega_queue="bone", student_dim=768, queue_size=32768,
+                 temperature=0.07, topk=1, context=True):
+        super().__init__()
+        teacher_config = dict(teacher_config)
+        if teacher_mode not in ("train", "eval"):
+            raise ValueError(f"teacher_mode must be 'train' or 'eval', not {teacher_mode!r}")
+        if omega_queue not in ("bone", "angular_velocity", "omega"):
+            raise ValueError(f"omega_queue must be 'bone' or 'angular_velocity', not {omega_queue!r}")
+        given = teacher_config.get("modalities")
+        try:
+            teacher_modalities = resolve_modalities(given) if given is not None else ()
+        except ValueError as err:
+            raise ValueError(f"teacher config: {err}") from None
+        if set(teacher_modalities) != set(MODALITIES):
+            raise ValueError(f"the teacher must be a six-modality PretrainModel ({', '.join(MODALITIES)}); "
+                             f"its config has modalities {list(teacher_modalities)}")
+        self.teacher_modalities = MODALITIES  # the reference order j, m, b, a, r, o
+        self.student_modalities = resolve_modalities(student_modalities)
+        self.teacher_mode = teacher_mode
+        self.omega_queue = "angular_velocity" if omega_queue == "omega" else omega_queue
+        self.queue_size, self.temperature = int(queue_size), float(temperature)
+        self.topk, self.context = int(topk), bool(context)
+        self.bone_pairs = teacher_config.get("bone_pairs", "ikem")
+        self.true_timeline = bool(teacher_config.get("true_timeline", True))
+        feature_dim = int(teacher_config.get("feature_dim", 128))
+        enc = _teacher_encoder_kwargs(teacher_config)
+
+        self.teacher = nn.ModuleDict({m: Encoder(feature_dim, **enc) for m in self.teacher_modalities})
+        self._load_teacher(teacher_state)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        enc_student = dict(enc, mlp=True)
+        self.student = nn.ModuleDict({m: Encoder(student_dim, head_hidden=student_dim, **enc_student)
+                                      for m in self.student_modalities})
+        teacher_dim = feature_dim * len(self.teacher_modalities)
+        if student_dim != teacher_dim:
+            raise ValueError(f"student_dim {student_dim} must equal the teacher's concatenated width "
+                             f"{teacher_dim} (feature_dim {feature_dim} x 6)")
+        for m in self.teacher_modalities:
+            self.register_buffer(f"queue_{m}", random_queue(feature_dim, self.queue_size))
+        self.register_buffer("queue_teacher", random_queue(teacher_dim, self.queue_size))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self.train()
+
+    def _load_teacher(self, teacher_state):
+        prefix = "query."
+        if not any(key.startswith(prefix) for key in teacher_state):
+            kinds = sorted({key.split(".")[0] for key in teacher_state})
+            raise ValueError(f"the teacher state dict has no 'query.*' encoders (it has: {', '.join(kinds)}); "
+                             f"is it a PretrainModel checkpoint? (a student checkpoint cannot be a teacher)")
+        given = {key[len(prefix):]: value for key, value in teacher_state.items()
+                 if key.startswith(prefix) and key.split(".")[1] in self.teacher_modalities}
+        expected = self.teacher.state_dict()
+        missing = sorted(set(expected) - set(given))
+        unexpected = sorted(set(given) - set(expected))
+        shapes = sorted(f"{key}: checkpoint {tuple(given[key].shape)} vs config {tuple(expected[key].shape)}"
+                        for key in set(given) & set(expected) if given[key].shape != expected[key].shape)
+        if missing or unexpected or shapes:
+            parts = []
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+                if items:
+                    shown = ", ".join(f"query.{i}" if label != "shape mismatch" else f"query.{i}" for i in items[:8])
+                    parts.append(f"{label} ({len(items)}): {shown}{' ...' if len(items) > 8 else ''}")
+            raise ValueError("the teacher checkpoint does not match its config: " + "; ".join(parts))
+        self.teacher.load_state_dict(given, strict=True)
+
+    def train(self, mode=True):
+        """Set train/eval mode; the teacher follows ``teacher_mode`` while training."""
+        super().train(mode)
+        self.teacher.train(mode and self.teacher_mode == "train")
+        return self
+
+    def forward(self, view1, view2, frames, epoch):
+        """One distillation step: the teacher sees view 1, the students view 2.
+
+        Args:
+            view1, view2: (N, 3, T, 25, M) float32 augmented joint sequences.
+            frames: (N,) header frame counts.
+            epoch: 1-based epoch (unused; the loss does not change over epochs).
+
+        Returns:
+            dict: ``"loss"`` (scalar with grad) and detached ``"loss/distill/<m>"``.
+
+        Raises:
+            ValueError: queue_size % batch != 0.
+        """
+        b = view1.shape[0]
+        check_queue_size(self.queue_size, b)
+        x1 = compute_modalities(view1, frames, self.teacher_modalities, self.bone_pairs, self.true_timeline)
+        x2 = compute_modalities(view2, frames, self.student_modalities, self.bone_pairs, self.true_timeline)
+        with torch.no_grad():
+            qt = {m: F.normalize(self.teacher[m](x1[m])[0].float(), dim=1) for m in self.teacher_modalities}
+            t = concat_keys([qt[m] for m in self.teacher_modalities])  # (B, 6·D)
+            sigmas = []
+            for m in self.teacher_modalities:
+                ranked_by = self.omega_queue if m == "angular_velocity" else m
+                sigmas.append(qt[m] @ getattr(self, f"queue_{ranked_by}").float())  # (B, K)
+        teacher_queue = self.queue_teacher.detach().clone()  # the enqueue below is in place
+        out = {}
+        for s in self.student_modalities:
+            z = F.normalize(self.student[s](x2[s])[0].float(), dim=1)
+            out[f"loss/distill/{s}"] = distill_loss(z, t, teacher_queue, sigmas, self.temperature,
+                                                    self.topk, self.context)
+        loss = torch.stack(list(out.values())).sum()
+        for m in self.teacher_modalities:
+            enqueue(getattr(self, f"queue_{m}"), qt[m], self.queue_ptr)
+        enqueue(self.queue_teacher, t, self.queue_ptr)
+        advance_pointer(self.queue_ptr, b, self.queue_size)
+        result = {"loss": loss}
+        result.update({name: value.detach() for name, value in out.items()})
+        return result
+
+
+def encoder_state_dicts(model_state, modalities):
+    """The STGCN state dict of each requested modality of a PretrainModel/DistillModel.
+
+    Args:
+        model_state: a PretrainModel (``query.<m>.backbone.*``) or DistillModel
+            (``student.<m>.backbone.*``) state dict.
+        modalities: names (or a spec accepted by ``resolve_modalities``).
+
+    Returns:
+        dict modality -> STGCN state dict (prefix stripped).
+
+    Raises:
+        KeyError: a requested modality has no encoder; the message lists those present.
+    """
+    available = {}
+    for key in model_state:
+        parts = key.split(".")
+        if len(parts) > 3 and parts[0] in ("query", "student") and parts[2] == "backbone":
+            available.setdefault(parts[1], parts[0])
+    out = {}
+    for m in resolve_modalities(modalities):
+        if m not in available:
+            raise KeyError(f"the checkpoint has no encoder for modality {m!r}; it has: "
+                           f"{', '.join(sorted(available, key=MODALITIES.index)) or 'none'}")
+        prefix = f"{available[m]}.{m}.backbone."
+        out[m] = {key[len(prefix):]: value for key, value in model_state.items() if key.startswith(prefix)}
+    return out
