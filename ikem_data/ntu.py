@@ -1,0 +1,179 @@
+"""NTU RGB+D sample names, ids, benchmarks and the official missing-skeleton lists.
+
+Rules from METHOD.md §1.2: ids come from the name ``SsssCcccPpppRrrrAaaa``; the label is
+``action - 1``; files are taken in sorted name order; splits:
+
+* ``ntu60-xsub`` / ``ntu120-xsub``: train = subject in :data:`XSUB60_TRAIN_SUBJECTS`
+  (NTU-60) or :data:`XSUB120_TRAIN_SUBJECTS` (NTU-120, 53 subjects);
+* ``ntu60-xview``: train = camera 2 or 3, val = camera 1;
+* ``ntu120-xset``: train = even setup number.
+
+NTU-60 stores carry ntu60-xsub and ntu60-xview; NTU-120 stores carry all four (the
+NTU-60 benchmarks over the NTU-60 subset: setups 1-17 and actions 1-60).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+SKELETON_SUFFIX = ".skeleton"
+NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
+
+XSUB60_TRAIN_SUBJECTS = frozenset(
+    (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38))
+XSUB120_TRAIN_SUBJECTS = XSUB60_TRAIN_SUBJECTS | frozenset(
+    (45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85,
+     86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103))
+XVIEW_TRAIN_CAMERAS = frozenset((2, 3))
+
+DATASETS = ("ntu60", "ntu120")
+DATASET_BENCHMARKS = {
+    "ntu60": ("ntu60-xsub", "ntu60-xview"),
+    "ntu120": ("ntu60-xsub", "ntu60-xview", "ntu120-xsub", "ntu120-xset"),
+}
+NTU60_MAX_SETUP = 17
+NTU60_MAX_ACTION = 60
+MISSING_LIST_FILES = {
+    "ntu60": "NTU_RGBD_samples_with_missing_skeletons.txt",
+    "ntu120": "NTU_RGBD120_samples_with_missing_skeletons.txt",
+}
+
+
+class SampleId(NamedTuple):
+    """Ids parsed from ``SsssCcccPpppRrrrAaaa`` (all 1-based as in the name)."""
+
+    setup: int
+    camera: int
+    subject: int
+    replication: int
+    action: int
+
+    @property
+    def label(self) -> int:
+        """0-based action class (``action - 1``)."""
+        return self.action - 1
+
+    @property
+    def name(self) -> str:
+        return f"S{self.setup:03d}C{self.camera:03d}P{self.subject:03d}R{self.replication:03d}A{self.action:03d}"
+
+
+def parse_name(name) -> SampleId:
+    """Parse a sample name or file name (``.skeleton`` and folders are stripped).
+
+    Raises:
+        ValueError: the name is not ``SsssCcccPpppRrrrAaaa[.skeleton]``; the message quotes it.
+    """
+    stem = Path(str(name)).name
+    if stem.endswith(SKELETON_SUFFIX):
+        stem = stem[: -len(SKELETON_SUFFIX)]
+    match = NAME_RE.match(stem)
+    if not match:
+        raise ValueError(f"{name!r} is not an NTU sample name (expected SsssCcccPpppRrrrAaaa.skeleton)")
+    return SampleId(*(int(g) for g in match.groups()))
+
+
+def list_skeleton_files(folder) -> list[Path]:
+    """The ``.skeleton`` files of ``folder``, sorted by name (METHOD.md §1.2).
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist or is not a folder.
+        ValueError: no ``.skeleton`` file in it, or a ``.skeleton`` file whose name is not
+            ``SsssCcccPpppRrrrAaaa.skeleton`` (the message names it).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"raw folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(SKELETON_SUFFIX))
+    if not files:
+        raise ValueError(f"no .skeleton files in {folder}")
+    for path in files:
+        parse_name(path.name)
+    return files
+
+
+def infer_dataset(ids) -> str:
+    """``"ntu120"`` when any id lies outside NTU-60 (setup > 17 or action > 60), else ``"ntu60"``."""
+    for sid in ids:
+        if sid.setup > NTU60_MAX_SETUP or sid.action > NTU60_MAX_ACTION:
+            return "ntu120"
+    return "ntu60"
+
+
+def check_dataset(ids, dataset) -> None:
+    """Raise ValueError naming the first sample that does not belong to ``dataset``."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if dataset == "ntu60":
+        for sid in ids:
+            if sid.setup > NTU60_MAX_SETUP or sid.action > NTU60_MAX_ACTION:
+                raise ValueError(f"{sid.name} is not in NTU-60 (setup <= 17, action <= 60); use --dataset ntu120")
+
+
+def missing_list_path(dataset) -> Path:
+    """Path of the packaged official missing-skeleton list of ``dataset``."""
+    return Path(str(resources.files("ikem_data") / "resources" / MISSING_LIST_FILES[dataset]))
+
+
+def read_ignore_list(path) -> list[str]:
+    """Sample names from a text file, one per line (``.skeleton`` suffixes and blanks dropped).
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ignore list {path} does not exist")
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            names.append(line[: -len(SKELETON_SUFFIX)] if line.endswith(SKELETON_SUFFIX) else line)
+    return names
+
+
+def missing_samples(dataset) -> list[str]:
+    """The official list of samples without usable skeletons (302 for NTU-60, 535 for NTU-120)."""
+    return read_ignore_list(missing_list_path(dataset))
+
+
+def in_ntu60(sid: SampleId) -> bool:
+    return sid.setup <= NTU60_MAX_SETUP and sid.action <= NTU60_MAX_ACTION
+
+
+def is_training(sid: SampleId, benchmark: str) -> bool:
+    """Whether sample ``sid`` is in the train part of ``benchmark`` (METHOD.md §1.2).
+
+    Raises:
+        ValueError: unknown benchmark.
+    """
+    if benchmark == "ntu60-xsub":
+        return sid.subject in XSUB60_TRAIN_SUBJECTS
+    if benchmark == "ntu120-xsub":
+        return sid.subject in XSUB120_TRAIN_SUBJECTS
+    if benchmark == "ntu60-xview":
+        return sid.camera in XVIEW_TRAIN_CAMERAS
+    if benchmark == "ntu120-xset":
+        return sid.setup % 2 == 0
+    raise ValueError(f"unknown benchmark {benchmark!r}")
+
+
+def benchmark_splits(ids, dataset) -> dict[str, dict[str, np.ndarray]]:
+    """Index arrays ``{benchmark: {"train": int64, "val": int64}}`` over the samples ``ids``.
+
+    The NTU-60 benchmarks of an NTU-120 store index only the NTU-60 samples in it.
+    """
+    out = {}
+    for benchmark in DATASET_BENCHMARKS[dataset]:
+        train, val = [], []
+        for index, sid in enumerate(ids):
+            if benchmark.startswith("ntu60") and not in_ntu60(sid):
+                continue
+            (train if is_training(sid, benchmark) else val).append(index)
+        out[benchmark] = {"train": np.asarray(train, dtype=np.int64), "val": np.asarray(val, dtype=np.int64)}
+    return out

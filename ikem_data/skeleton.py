@@ -1,0 +1,437 @@
+"""A byte-level parser for NTU RGB+D ``.skeleton`` files (METHOD.md §1.1).
+
+The whole file is read as bytes and tokenised by one numba kernel: no Python string,
+list or dict per line. Accepted: LF and CRLF line ends, blank lines, spaces or tabs
+between fields, frames with 0 bodies (kept as all-zero frames), any number of bodies
+per frame, body IDs parsed as int64 (never via a float). Every token is checked to be
+a number, every line to have its field count (frame count 1, body count 1, body line
+10, joint count 1 and equal to 25, joint line 12), and the content to match the header.
+A violation raises :class:`SkeletonFormatError` naming the file, the 1-based line and
+what was expected.
+
+Body selection (two people at most, ``M = 2`` slots):
+
+* ``listed`` (default, the reference's): slot ``m`` of frame ``t`` holds the ``m``-th
+  body listed in that frame; bodies listed 3rd and 4th are dropped.
+* ``tracked``: every distinct body ID is one track (placed at the frames where it
+  appears); the ``M`` tracks with the most motion are kept, most motion in slot 0
+  (ties: first seen first). Motion = sum over joints and x, y, z of the variance over
+  the track's frames. A person whose ID changes mid-sequence becomes two tracks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+NUM_JOINTS = 25
+BODY_FIELDS = 10
+JOINT_FIELDS = 12
+BODY_POLICIES = ("listed", "tracked")
+
+# Exact powers of ten representable in float64 (10**22 is the largest).
+_POW10 = np.array([10.0 ** k for k in range(23)], dtype=np.float64)
+
+# Error codes of the kernel.
+_OK, _EOF, _FIELDS, _NONNUM, _JOINTS, _NEGATIVE, _TRAILING = 0, 1, 2, 3, 4, 5, 6
+_WHAT = ("the frame count", "a body count", "a body line (10 fields)", "a joint count",
+         "a joint line (12 fields)")
+
+
+class SkeletonFormatError(ValueError):
+    """A malformed ``.skeleton`` file.
+
+    Attributes:
+        path: the file (or ``"<bytes>"``).
+        line: 1-based line number (0 when not tied to a line).
+        reason: what was found and what was expected.
+    """
+
+    def __init__(self, path, line, reason):
+        self.path = str(path)
+        self.line = int(line)
+        self.reason = reason
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self):
+        return (SkeletonFormatError, (self.path, self.line, self.reason))
+
+
+class Skeleton(NamedTuple):
+    """Every body record of one file, in listing order.
+
+    Attributes:
+        n_frames: frame count from the header (frames with 0 bodies included).
+        frame: (R,) int32 frame of each body record.
+        slot: (R,) int8 position of the body in its frame's listing (0-based).
+        body_id: (R,) int64 Kinect tracking id.
+        xyz: (R, 25, 3) float32 joint positions, camera space, metres.
+    """
+
+    n_frames: int
+    frame: np.ndarray
+    slot: np.ndarray
+    body_id: np.ndarray
+    xyz: np.ndarray
+
+    @property
+    def n_bodies(self) -> int:
+        """Distinct body IDs in the file."""
+        return int(np.unique(self.body_id).size)
+
+
+@njit(cache=True, nogil=True)
+def _line_end(data, pos, n):
+    """End of content (CR/LF stripped) and start of the next line."""
+    i = pos
+    while i < n and data[i] != 10:
+        i += 1
+    nxt = i + 1 if i < n else n
+    end = i
+    if end > pos and data[end - 1] == 13:
+        end -= 1
+    return end, nxt
+
+
+@njit(cache=True, nogil=True)
+def _is_blank(data, s, e):
+    for i in range(s, e):
+        c = data[i]
+        if c != 32 and c != 9 and c != 13:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _skip_space(data, i, e):
+    while i < e and (data[i] == 32 or data[i] == 9):
+        i += 1
+    return i
+
+
+@njit(cache=True, nogil=True)
+def _parse_number(data, i, e, pow10):
+    """Parse one decimal number at ``i``; return (value, next index, ok)."""
+    neg = False
+    if i < e and (data[i] == 45 or data[i] == 43):
+        neg = data[i] == 45
+        i += 1
+    mant = np.int64(0)
+    sig = 0
+    exp10 = 0
+    digits = 0
+    while i < e and 48 <= data[i] <= 57:
+        d = data[i] - 48
+        digits += 1
+        if sig < 18:
+            if mant > 0 or d > 0:
+                sig += 1
+            mant = mant * 10 + d
+        else:
+            exp10 += 1
+        i += 1
+    if i < e and data[i] == 46:
+        i += 1
+        while i < e and 48 <= data[i] <= 57:
+            d = data[i] - 48
+            digits += 1
+            if sig < 18:
+                if mant > 0 or d > 0:
+                    sig += 1
+                mant = mant * 10 + d
+                exp10 -= 1
+            i += 1
+    if digits == 0:
+        return 0.0, i, False
+    if i < e and (data[i] == 101 or data[i] == 69):
+        i += 1
+        eneg = False
+        if i < e and (data[i] == 45 or data[i] == 43):
+            eneg = data[i] == 45
+            i += 1
+        ed = 0
+        ev = 0
+        while i < e and 48 <= data[i] <= 57:
+            if ev < 10000:
+                ev = ev * 10 + (data[i] - 48)
+            ed += 1
+            i += 1
+        if ed == 0:
+            return 0.0, i, False
+        exp10 += -ev if eneg else ev
+    if i < e and data[i] != 32 and data[i] != 9:
+        return 0.0, i, False
+    value = float(mant)
+    if exp10 < 0:
+        if exp10 >= -22:
+            value = value / pow10[-exp10]
+        else:
+            value = value * 10.0 ** exp10
+    elif exp10 > 0:
+        if exp10 <= 22:
+            value = value * pow10[exp10]
+        else:
+            value = value * 10.0 ** exp10
+    if neg:
+        value = -value
+    return value, i, True
+
+
+@njit(cache=True, nogil=True)
+def _parse_int(data, i, e):
+    """Parse an optionally signed integer token; return (value, next index, ok)."""
+    neg = False
+    if i < e and (data[i] == 45 or data[i] == 43):
+        neg = data[i] == 45
+        i += 1
+    v = np.int64(0)
+    digits = 0
+    while i < e and 48 <= data[i] <= 57:
+        v = v * 10 + (data[i] - 48)
+        digits += 1
+        i += 1
+    if digits == 0 or digits > 19 or (i < e and data[i] != 32 and data[i] != 9):
+        return np.int64(0), i, False
+    return (-v if neg else v), i, True
+
+
+@njit(cache=True, nogil=True)
+def _count_fields(data, s, e):
+    n = 0
+    i = _skip_space(data, s, e)
+    while i < e:
+        n += 1
+        while i < e and data[i] != 32 and data[i] != 9:
+            i += 1
+        i = _skip_space(data, i, e)
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _next_content_line(data, pos, n, line):
+    """Skip blank lines; return (start, end, next pos, 1-based line number) or start -1 at EOF."""
+    while pos < n:
+        end, nxt = _line_end(data, pos, n)
+        line += 1
+        if not _is_blank(data, pos, end):
+            return pos, end, nxt, line
+        pos = nxt
+    return -1, -1, n, line
+
+
+@njit(cache=True, nogil=True)
+def _parse_kernel(data, max_records, pow10):
+    """Tokenise a whole file.
+
+    Returns (status, line, a, b, n_frames, n_records, frame, slot, body_id, xyz);
+    on an error, ``status`` is an error code, ``line`` the 1-based line and ``a``/``b``
+    its details.
+    """
+    n = data.shape[0]
+    frame = np.empty(max_records, dtype=np.int32)
+    slot = np.empty(max_records, dtype=np.int8)
+    body_id = np.empty(max_records, dtype=np.int64)
+    xyz = np.zeros((max_records, 25, 3), dtype=np.float32)
+    pos = 0
+    line = 0
+    rec = 0
+
+    # Header: frame count.
+    s, e, pos, line = _next_content_line(data, pos, n, line)
+    if s < 0:
+        return _EOF, line + 1, 0, 0, 0, 0, frame, slot, body_id, xyz
+    nf = _count_fields(data, s, e)
+    if nf != 1:
+        return _FIELDS, line, nf, 1, 0, 0, frame, slot, body_id, xyz
+    n_frames, _, ok = _parse_int(data, _skip_space(data, s, e), e)
+    if not ok:
+        return _NONNUM, line, 1, 0, 0, 0, frame, slot, body_id, xyz
+    if n_frames < 0:
+        return _NEGATIVE, line, n_frames, 0, 0, 0, frame, slot, body_id, xyz
+
+    for t in range(n_frames):
+        s, e, pos, line = _next_content_line(data, pos, n, line)
+        if s < 0:
+            return _EOF, line + 1, 1, t, n_frames, rec, frame, slot, body_id, xyz
+        nf = _count_fields(data, s, e)
+        if nf != 1:
+            return _FIELDS, line, nf, 1, n_frames, rec, frame, slot, body_id, xyz
+        n_bodies, _, ok = _parse_int(data, _skip_space(data, s, e), e)
+        if not ok:
+            return _NONNUM, line, 1, 0, n_frames, rec, frame, slot, body_id, xyz
+        if n_bodies < 0:
+            return _NEGATIVE, line, n_bodies, 0, n_frames, rec, frame, slot, body_id, xyz
+        for m in range(n_bodies):
+            # Body line: int64 id then 9 numbers.
+            s, e, pos, line = _next_content_line(data, pos, n, line)
+            if s < 0:
+                return _EOF, line + 1, 2, t, n_frames, rec, frame, slot, body_id, xyz
+            nf = _count_fields(data, s, e)
+            if nf != 10:
+                return _FIELDS, line, nf, 10, n_frames, rec, frame, slot, body_id, xyz
+            i = _skip_space(data, s, e)
+            bid, i, ok = _parse_int(data, i, e)
+            if not ok:
+                return _NONNUM, line, 1, 0, n_frames, rec, frame, slot, body_id, xyz
+            for f in range(9):
+                i = _skip_space(data, i, e)
+                _, i, ok = _parse_number(data, i, e, pow10)
+                if not ok:
+                    return _NONNUM, line, f + 2, 0, n_frames, rec, frame, slot, body_id, xyz
+            # Joint count.
+            s, e, pos, line = _next_content_line(data, pos, n, line)
+            if s < 0:
+                return _EOF, line + 1, 3, t, n_frames, rec, frame, slot, body_id, xyz
+            nf = _count_fields(data, s, e)
+            if nf != 1:
+                return _FIELDS, line, nf, 1, n_frames, rec, frame, slot, body_id, xyz
+            n_joints, _, ok = _parse_int(data, _skip_space(data, s, e), e)
+            if not ok:
+                return _NONNUM, line, 1, 0, n_frames, rec, frame, slot, body_id, xyz
+            if n_joints != 25:
+                return _JOINTS, line, n_joints, 25, n_frames, rec, frame, slot, body_id, xyz
+            if rec >= max_records:  # cannot happen: max_records bounds the line count
+                return _TRAILING, line, 0, 0, n_frames, rec, frame, slot, body_id, xyz
+            frame[rec] = t
+            slot[rec] = min(m, 127)
+            body_id[rec] = bid
+            for v in range(25):
+                s, e, pos, line = _next_content_line(data, pos, n, line)
+                if s < 0:
+                    return _EOF, line + 1, 4, t, n_frames, rec, frame, slot, body_id, xyz
+                nf = _count_fields(data, s, e)
+                if nf != 12:
+                    return _FIELDS, line, nf, 12, n_frames, rec, frame, slot, body_id, xyz
+                i = s
+                for f in range(12):
+                    i = _skip_space(data, i, e)
+                    value, i, ok = _parse_number(data, i, e, pow10)
+                    if not ok:
+                        return _NONNUM, line, f + 1, 0, n_frames, rec, frame, slot, body_id, xyz
+                    if f < 3:
+                        xyz[rec, v, f] = value
+            rec += 1
+    s, e, pos, line = _next_content_line(data, pos, n, line)
+    if s >= 0:
+        return _TRAILING, line, n_frames, 0, n_frames, rec, frame, slot, body_id, xyz
+    return _OK, 0, 0, 0, n_frames, rec, frame, slot, body_id, xyz
+
+
+def _error_message(code, a, b):
+    if code == _EOF:
+        what = _WHAT[a]
+        return f"unexpected end of file: expected {what}" + (f" in frame {b + 1}" if a else "")
+    if code == _FIELDS:
+        return f"expected {b} field{'s' if b > 1 else ''}, found {a}"
+    if code == _NONNUM:
+        return f"field {a} is not a number"
+    if code == _JOINTS:
+        return f"joint count {a}, expected {b}"
+    if code == _NEGATIVE:
+        return f"negative count {a}"
+    if code == _TRAILING:
+        return f"content after the last frame (the header says {a} frames)"
+    return f"parser error code {code}"
+
+
+def parse_skeleton(data, path="<bytes>") -> Skeleton:
+    """Parse the bytes of one ``.skeleton`` file.
+
+    Args:
+        data: ``bytes`` or a uint8 array of the whole file.
+        path: name used in error messages.
+
+    Returns:
+        :class:`Skeleton` with every body record.
+
+    Raises:
+        SkeletonFormatError: malformed content (file, 1-based line, what was expected).
+    """
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    max_records = int(np.count_nonzero(buf == 10)) // (NUM_JOINTS + 2) + 1
+    status, line, a, b, n_frames, n_rec, frame, slot, body_id, xyz = _parse_kernel(buf, max_records, _POW10)
+    if status != _OK:
+        raise SkeletonFormatError(path, line, _error_message(status, a, b))
+    return Skeleton(int(n_frames), frame[:n_rec].copy(), slot[:n_rec].copy(), body_id[:n_rec].copy(),
+                    xyz[:n_rec].copy())
+
+
+def read_skeleton(path) -> Skeleton:
+    """Read and parse one ``.skeleton`` file (see :func:`parse_skeleton`).
+
+    Raises:
+        SkeletonFormatError: malformed content; OSError: unreadable file.
+    """
+    return parse_skeleton(Path(path).read_bytes(), path)
+
+
+def read_frame_count(path) -> int:
+    """The header frame count of a ``.skeleton`` file, reading only its first line.
+
+    Raises:
+        SkeletonFormatError: an empty file or a first line that is not one integer.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    first = head.split(b"\n", 1)[0].strip()
+    if not head.strip():
+        raise SkeletonFormatError(path, 1, "unexpected end of file: expected the frame count")
+    if not first.isdigit():
+        raise SkeletonFormatError(path, 1, f"expected the frame count (one non-negative integer), found {first[:20]!r}")
+    return int(first)
+
+
+def select_bodies(skeleton: Skeleton, policy="listed", max_bodies=2) -> np.ndarray:
+    """Place body records into ``max_bodies`` slots.
+
+    Args:
+        skeleton: parsed file.
+        policy: ``"listed"`` (reference) or ``"tracked"``; see the module docstring.
+        max_bodies: number of slots M.
+
+    Returns:
+        (3, n_frames, 25, M) float32 metres; empty slots and frames are zero.
+
+    Raises:
+        ValueError: unknown policy.
+    """
+    if policy not in BODY_POLICIES:
+        raise ValueError(f"body policy must be one of {', '.join(BODY_POLICIES)}, not {policy!r}")
+    out = np.zeros((3, skeleton.n_frames, NUM_JOINTS, max_bodies), dtype=np.float32)
+    if skeleton.frame.size == 0:
+        return out
+    if policy == "listed":
+        keep = skeleton.slot < max_bodies
+        out[:, skeleton.frame[keep], :, skeleton.slot[keep].astype(np.int64)] = skeleton.xyz[keep].transpose(0, 2, 1)
+        return out
+    ids, first = np.unique(skeleton.body_id, return_index=True)
+    ids = ids[np.argsort(first, kind="stable")]  # order of first appearance
+    motion = []
+    for bid in ids:
+        seq = skeleton.xyz[skeleton.body_id == bid].astype(np.float64)
+        motion.append(float(seq.var(axis=0).sum()) if len(seq) > 1 else 0.0)
+    order = np.argsort(-np.asarray(motion), kind="stable")[:max_bodies]
+    for m, k in enumerate(order):
+        sel = skeleton.body_id == ids[k]
+        frames = skeleton.frame[sel]
+        # A body listed twice in one frame (malformed but possible): the first listing wins.
+        frames, uniq = np.unique(frames, return_index=True)
+        out[:, frames, :, m] = skeleton.xyz[sel][uniq].transpose(0, 2, 1)
+    return out
+
+
+def load_xyz(path, policy="listed", max_bodies=2):
+    """Read one file and select its bodies.
+
+    Returns:
+        (xyz (3, n_frames, 25, M) float32, n_frames int, n_bodies int distinct body IDs).
+
+    Raises:
+        SkeletonFormatError: malformed file.
+    """
+    sk = read_skeleton(path)
+    return select_bodies(sk, policy, max_bodies), sk.n_frames, sk.n_bodies

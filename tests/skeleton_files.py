@@ -1,0 +1,45 @@
+"""Write crafted `.skeleton` files for tests (the layout of METHOD.md §1.1)."""
+
+import numpy as np
+
+
+def skeleton_text(frames, header=None, newline="\n"):
+    """Text of a `.skeleton` file.
+
+    Args:
+        frames: list over frames of lists of bodies ``(body_id, xyz (25, 3))``.
+        header: frame count to write (default: ``len(frames)``).
+    """
+    lines = [str(len(frames) if header is None else header)]
+    for bodies in frames:
+        lines.append(str(len(bodies)))
+        for body_id, xyz in bodies:
+            lines.append(f"{body_id} 0 1 1 1 1 0 0.02764709 0.05745083 2")
+            lines.append(str(len(xyz)))
+            for x, y, z in xyz:
+                lines.append(f"{x!r} {y!r} {z!r} 277.419 191.8218 1036.233 519.1677 0 0 0 0 2")
+    return newline.join(lines) + newline
+
+
+def random_frames(rng, n_frames, bodies_per_frame, ids=None):
+    """Random bodies: ``bodies_per_frame`` is an int or a list per frame; xyz rounded to 7 digits."""
+    if isinstance(bodies_per_frame, int):
+        bodies_per_frame = [bodies_per_frame] * n_frames
+    ids = ids or [72057594037931101 + 7 * k for k in range(8)]
+    frames = []
+    for t in range(n_frames):
+        bodies = []
+        for m in range(bodies_per_frame[t]):
+            xyz = np.round(rng.normal(size=(25, 3)) + [0, 0, 3], 7)
+            bodies.append((ids[m], [tuple(float(v) for v in row) for row in xyz]))
+        frames.append(bodies)
+    return frames
+
+
+def expected_listed(frames, max_bodies=2):
+    """(3, T, 25, M) float32 as the reference fills it: slot = listing order."""
+    out = np.zeros((3, len(frames), 25, max_bodies), dtype=np.float64)
+    for t, bodies in enumerate(frames):
+        for m, (_, xyz) in enumerate(bodies[:max_bodies]):
+            out[:, t, :, m] = np.asarray(xyz, dtype=np.float64).T
+    return out.astype(np.float32)
