@@ -8,6 +8,8 @@ mined by modality y) and the distillation loss (METHOD.md §7): both read
 
 import torch
 
+from ikem_train.moco import no_autocast
+
 
 def multi_positive_nce(pos, sim, mine, temperature, topk=1, context=True):
     """Per-sample multi-positive InfoNCE.
@@ -28,7 +30,11 @@ def multi_positive_nce(pos, sim, mine, temperature, topk=1, context=True):
     Returns:
         (B,) float32 loss per sample.
     """
-    pos, sim, mine = pos.float(), sim.float(), mine.float()
+    with no_autocast(sim):
+        return _multi_positive_nce(pos.float(), sim.float(), mine.float(), temperature, topk, context)
+
+
+def _multi_positive_nce(pos, sim, mine, temperature, topk, context):
     b, k = sim.shape
     idx = torch.topk(mine.detach(), topk, dim=1).indices  # (B, topk)
     mask = torch.zeros(b, k, dtype=torch.bool, device=sim.device).scatter_(1, idx, True)
@@ -60,9 +66,10 @@ def cross_modal_losses(q, k, queues, temperature, topk=1, context=True):
     names = list(q)
     if len(names) < 2:
         raise ValueError("the cross-modal loss needs at least two modalities")
-    qf = {x: q[x].float() for x in names}
-    pos = {x: (qf[x] * k[x].detach().float()).sum(dim=1, keepdim=True) for x in names}
-    sim = {x: qf[x] @ queues[x].detach().float() for x in names}  # (B, K) each, computed once
+    with no_autocast(q[names[0]]):
+        qf = {x: q[x].float() for x in names}
+        pos = {x: (qf[x] * k[x].detach().float()).sum(dim=1, keepdim=True) for x in names}
+        sim = {x: qf[x] @ queues[x].detach().float() for x in names}  # (B, K) each, computed once
     losses = {}
     for x in names:
         per_pair = [multi_positive_nce(pos[x], sim[x], sim[y], temperature, topk, context)

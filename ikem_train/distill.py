@@ -10,6 +10,7 @@ not a KL divergence.
 import torch
 
 from ikem_train.crossclr import multi_positive_nce
+from ikem_train.moco import no_autocast
 
 
 def distill_loss(z, t, teacher_queue, sigmas, temperature, topk=1, context=True):
@@ -26,8 +27,9 @@ def distill_loss(z, t, teacher_queue, sigmas, temperature, topk=1, context=True)
     Returns:
         scalar ``mean_batch( mean_x L_{x,s} )``.
     """
-    z = z.float()
-    pos = (z * t.detach().float()).sum(dim=1, keepdim=True)  # (B, 1)
-    rho = z @ teacher_queue.detach().float()  # (B, K)
+    with no_autocast(z):
+        z = z.float()
+        pos = (z * t.detach().float()).sum(dim=1, keepdim=True)  # (B, 1)
+        rho = z @ teacher_queue.detach().float()  # (B, K)
     per_teacher = [multi_positive_nce(pos, rho, s.detach(), temperature, topk, context) for s in sigmas]
     return torch.stack(per_teacher).mean(dim=0).mean()

@@ -57,6 +57,15 @@ def advance_pointer(ptr, batch_size, queue_size):
     ptr[0] = (int(ptr[0]) + batch_size) % queue_size
 
 
+def no_autocast(tensor):
+    """A context in which matmuls run in the inputs' dtype even under autocast.
+
+    Used around every similarity/logit computation so logits are float32 under bf16
+    autocast (a bf16 logit of 1/0.07 ≈ 14.3 has a step of 0.0625).
+    """
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 def info_nce(q, k, queue, temperature):
     """InfoNCE with the own key as the positive and the queue as negatives.
 
@@ -71,9 +80,10 @@ def info_nce(q, k, queue, temperature):
     Returns:
         scalar float32 loss.
     """
-    q = q.float()
-    l_pos = (q * k.detach().float()).sum(dim=1, keepdim=True)  # (B, 1)
-    l_neg = q @ queue.detach().float()  # (B, K)
-    logits = torch.cat([l_pos, l_neg], dim=1) / temperature
-    target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits, target)
+    with no_autocast(q):
+        q = q.float()
+        l_pos = (q * k.detach().float()).sum(dim=1, keepdim=True)  # (B, 1)
+        l_neg = q @ queue.detach().float()  # (B, K)
+        logits = torch.cat([l_pos, l_neg], dim=1) / temperature
+        target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        return F.cross_entropy(logits, target)

@@ -18,7 +18,7 @@ from ikem_train.distill import distill_loss
 from ikem_train.ikem import IKEMHead, concat_keys, concat_queues, ikem_loss
 from ikem_train.modalities import compute_modalities
 from ikem_train.moco import advance_pointer, check_queue_size, enqueue, info_nce, \
-    momentum_update, random_queue
+    momentum_update, no_autocast, random_queue
 from ikem_train.stgcn import STGCN, init_weights
 
 
@@ -301,7 +301,8 @@ class DistillModel(nn.Module):
             sigmas = []
             for m in self.teacher_modalities:
                 ranked_by = self.omega_queue if m == "angular_velocity" else m
-                sigmas.append(qt[m] @ getattr(self, f"queue_{ranked_by}").float())  # (B, K)
+                with no_autocast(qt[m]):
+                    sigmas.append(qt[m] @ getattr(self, f"queue_{ranked_by}").float())  # (B, K)
         teacher_queue = self.queue_teacher.detach().clone()  # the enqueue below is in place
         out = {}
         for s in self.student_modalities:
