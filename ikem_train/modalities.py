@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ikem_data.bones import BONE_PAIRS, ROTATION_AXIS_PAIRS, SPINE_MID, SPINE_SHOULDER, \
     SHOULDER_LEFT, SHOULDER_RIGHT
-from ikem_data.names import MODALITIES
+from ikem_data.names import resolve_modalities
 
 #: Frames of the resized sequences: the time scale is ``tau = RESIZED_FRAMES / frames``.
 RESIZED_FRAMES = 50.0
@@ -67,7 +67,8 @@ def compute_modalities(joint, frames, names, bone_pairs="ikem", true_timeline=Tr
             positions in metres, on any device.
         frames: (N,) header frame counts ``f`` (tensor, array or list); the time scale is
             ``tau = 50 / f`` (METHOD.md §3), or 1 when ``true_timeline`` is False.
-        names: iterable of modality names from :data:`ikem_data.names.MODALITIES`.
+        names: modality names from :data:`ikem_data.names.MODALITIES`, or a spec for
+            :func:`ikem_data.names.resolve_modalities` (``"all"``, ``"joint,omega"``).
         bone_pairs: ``"ikem"`` (hand tips from the hand joint, root bone = unit torso
             normal) or ``"crossclr"`` (tip from thumb, root bone zero).
         true_timeline: scale motion, acceleration and angular velocity by ``tau``.
@@ -77,12 +78,9 @@ def compute_modalities(joint, frames, names, bone_pairs="ikem", true_timeline=Tr
         order of ``names``. No gradient.
 
     Raises:
-        ValueError: an unknown modality name or bone-pair set.
+        ValueError: an unknown or repeated modality name, or an unknown bone-pair set.
     """
-    names = tuple(names)
-    unknown = [n for n in names if n not in MODALITIES]
-    if unknown:
-        raise ValueError(f"unknown modalities {unknown}; valid: {', '.join(MODALITIES)}")
+    names = resolve_modalities(names)
     if bone_pairs not in BONE_PAIRS:
         raise ValueError(f"unknown bone_pairs {bone_pairs!r}; valid: {', '.join(BONE_PAIRS)}")
     n = joint.shape[0]
