@@ -233,7 +233,7 @@ class Store:
             kwargs = {}
             if all(s > 0 for s in shape) and shape:
                 kwargs = dict(chunks=chunks if chunks is not None else True, compression="gzip",
-                              compression_opts=4, shuffle=True)
+                              compression_opts=4, shuffle=True, maxshape=(None,) + shape[1:])
             return self.root.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill_value, **kwargs)
         from zarr.codecs import BloscCodec
 
@@ -247,6 +247,18 @@ class Store:
                 fill_value=fill_value,
                 compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
             )
+
+    def resize(self, name, length):
+        """Change the first axis of the array ``name`` to ``length`` (data kept).
+
+        Raises:
+            ValueError: a read-only store, or an HDF5 array created with a zero-size axis.
+        """
+        if self.mode == "r":
+            raise ValueError(f"store {self.path} is open read-only; cannot resize {name!r}")
+        array = self[name]
+        shape = (int(length),) + tuple(array.shape[1:])
+        array.resize(shape)
 
     # -- splits and helpers ----------------------------------------------------------
     def benchmarks(self) -> list[str]:
