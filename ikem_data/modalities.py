@@ -31,7 +31,7 @@ from numba import njit, prange
 from ikem_data.bones import BONE_PAIRS, ROTATION_AXIS_PAIRS, SHOULDER_LEFT, SHOULDER_RIGHT, \
     SPINE_MID, SPINE_SHOULDER
 from ikem_data.names import MODALITIES, resolve_modalities
-from ikem_data.preprocess import _Threads
+from ikem_data.preprocess import SampleError, _Threads
 
 #: Frames of the resized sequence in the reference's time scale ``tau = 50 / frames``.
 T_REF = 50.0
@@ -155,7 +155,8 @@ def time_scale(frames, n, true_timeline=True, t_ref=T_REF):
         (N,) float32 ``t_ref / frames`` computed in float32, or ones.
 
     Raises:
-        ValueError: wrong length, or a frame count that is not positive and finite.
+        ValueError: wrong length.
+        SampleError: (a ValueError) a frame count that is not positive and finite.
     """
     if not true_timeline:
         return np.ones(n, dtype=np.float32)
@@ -164,8 +165,7 @@ def time_scale(frames, n, true_timeline=True, t_ref=T_REF):
         raise ValueError(f"frames has {f.shape[0]} entries for {n} samples")
     bad = np.flatnonzero(~(np.isfinite(f) & (f > 0)))
     if bad.size:
-        raise ValueError(f"sample {int(bad[0])}: frame count {f[bad[0]]} is not positive "
-                         f"(tau = {t_ref:g} / frames)")
+        raise SampleError(bad[0], f"frame count {f[bad[0]]:g} is not positive (tau = {t_ref:g} / frames)")
     return np.float32(t_ref) / f
 
 
@@ -192,8 +192,9 @@ def compute_modalities(joint, frames, names=MODALITIES, bone_pairs="ikem", true_
         float32 copy of the input.
 
     Raises:
-        ValueError: bad shape, T < 3, NaN/inf in ``joint`` (message names the sample),
-            bad frame counts, an unknown modality or ``bone_pairs``.
+        ValueError: bad shape, T < 3, an unknown modality or ``bone_pairs``.
+        SampleError: (a ValueError with ``.index``) NaN/inf in a sample's joints or a
+            frame count that is not positive.
     """
     names = resolve_modalities(names)
     if bone_pairs not in BONE_PAIRS:
@@ -205,7 +206,7 @@ def compute_modalities(joint, frames, names=MODALITIES, bone_pairs="ikem", true_
         raise ValueError(f"need at least 3 frames (acceleration), got T = {joint.shape[2]}")
     finite = np.isfinite(joint).reshape(joint.shape[0], -1).all(axis=1)
     if not finite.all():
-        raise ValueError(f"sample {int(np.flatnonzero(~finite)[0])}: NaN or inf in the joint positions")
+        raise SampleError(np.flatnonzero(~finite)[0], "NaN or inf in the joint positions")
     n = joint.shape[0]
     tau = time_scale(frames, n, true_timeline, t_ref)
     order = ("motion", "acceleration", "bone", "rotation_axis", "angular_velocity")

@@ -22,6 +22,16 @@ from numba import njit, prange
 from ikem_data.bones import SHOULDER_LEFT, SHOULDER_RIGHT, SPINE_SHOULDER
 
 ROTATION_SIGNS = ("sequence", "per_frame")
+
+
+class SampleError(ValueError):
+    """Bad input in one sample; ``index`` is its position in the batch, ``reason`` why."""
+
+    def __init__(self, index, reason):
+        super().__init__(f"sample {index}: {reason}")
+        self.index = int(index)
+        self.reason = reason
+
 ON_EMPTY = ("error", "skip")
 
 #: Per-sample status codes returned by the kernel.
@@ -278,8 +288,10 @@ def preprocess(xyz, t_length=50, rotation_sign="sequence", workers=None, on_empt
 
     Raises:
         ValueError: bad shape, ``t_length < 3``, an unknown ``rotation_sign`` or
-            ``on_empty``, NaN/inf anywhere in a sample, or (``on_empty="error"``) a
-            sample with no valid frame. The message names the sample index.
+            ``on_empty``.
+        SampleError: (a ValueError) NaN/inf anywhere in a sample, or
+            (``on_empty="error"``) a sample with no valid frame; ``.index`` is the first
+            such sample.
     """
     if rotation_sign not in ROTATION_SIGNS:
         raise ValueError(f"unknown rotation_sign {rotation_sign!r}; valid: {', '.join(ROTATION_SIGNS)}")
@@ -297,10 +309,9 @@ def preprocess(xyz, t_length=50, rotation_sign="sequence", workers=None, on_empt
         _preprocess_kernel(xyz, t_length, bool(align), rotation_sign == "per_frame", joint, lengths, status)
     bad = np.flatnonzero(status == STATUS_NONFINITE)
     if bad.size:
-        raise ValueError(f"sample {int(bad[0])}: NaN or inf in the input coordinates "
-                         f"({bad.size} sample(s) affected)")
+        raise SampleError(bad[0], f"NaN or inf in the input coordinates ({bad.size} sample(s) affected)")
     empty = np.flatnonzero(status == STATUS_EMPTY)
     if empty.size and on_empty == "error":
-        raise ValueError(f"sample {int(empty[0])}: no valid frame (body 0 joint 1 is zero in every "
-                         f"frame, L = 0; {empty.size} sample(s) affected)")
+        raise SampleError(empty[0], f"no valid frame (body 0 joint 1 is zero in every frame, L = 0; "
+                                    f"{empty.size} sample(s) affected)")
     return joint, lengths

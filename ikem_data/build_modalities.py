@@ -1,0 +1,228 @@
+"""The store stage behind ``ikem-data modalities`` (DESIGN.md §3-§4, METHOD.md §2-§3).
+
+Reads ``raw/xyz`` and ``raw/frames`` chunk by chunk, runs :func:`~ikem_data.preprocess.
+preprocess` and :func:`~ikem_data.modalities.compute_modalities`, and writes
+
+- ``modalities/<name>`` (N, 3, t_length, 25, M) float32 for the six names, chunks of
+  ``chunk_size`` samples;
+- ``modalities/valid_length`` (N,) int32;
+- ``attrs["modalities"]`` = ``{"complete", "params", "done", "empty_samples", ...}``.
+
+Memory stays bounded by one chunk. Progress (``done`` = samples written) is recorded
+after every chunk, so a rerun with the same parameters continues where it stopped; a
+complete stage with the same parameters is left alone; other parameters are refused
+unless ``overwrite``. ``complete`` becomes true last.
+
+An all-empty sample (L = 0: body 0 joint 1 is zero in every frame) is an error by
+default, naming the store and the sample. With ``on_empty="skip"`` its modalities stay
+all zeros, its valid length is 0, and its name is listed in
+``attrs["modalities"]["empty_samples"]``, so readers can drop it.
+"""
+
+import time
+
+import numpy as np
+
+from ikem_data import __version__
+from ikem_data.modalities import T_REF, compute_modalities
+from ikem_data.names import MODALITIES
+from ikem_data.preprocess import ON_EMPTY, ROTATION_SIGNS, SampleError, preprocess
+from ikem_data.store import open_store
+
+STAGE = "modalities"
+BONE_PAIR_SETS = ("ikem", "crossclr")
+#: Parameters that define the stage's output; a rerun must match them to resume.
+PARAM_KEYS = ("t_length", "rotation_sign", "bone_pairs", "true_timeline", "t_ref", "on_empty",
+              "names")
+
+
+class StageError(ValueError):
+    """The stage cannot run on this store; the message names the store and the reason."""
+
+
+def stage_params(t_length=50, rotation_sign="sequence", bone_pairs="ikem", true_timeline=True,
+                 on_empty="error"):
+    """Validated stage parameters as a JSON-able dict.
+
+    Raises:
+        StageError: an unknown switch value or ``t_length < 3``.
+    """
+    if rotation_sign not in ROTATION_SIGNS:
+        raise StageError(f"unknown rotation_sign {rotation_sign!r}; valid: {', '.join(ROTATION_SIGNS)}")
+    if bone_pairs not in BONE_PAIR_SETS:
+        raise StageError(f"unknown bone_pairs {bone_pairs!r}; valid: {', '.join(BONE_PAIR_SETS)}")
+    if on_empty not in ON_EMPTY:
+        raise StageError(f"unknown on_empty {on_empty!r}; valid: {', '.join(ON_EMPTY)}")
+    if int(t_length) != t_length or t_length < 3:
+        raise StageError(f"t_length must be an integer >= 3 (acceleration needs 3 frames), got {t_length}")
+    return {"t_length": int(t_length), "rotation_sign": rotation_sign, "bone_pairs": bone_pairs,
+            "true_timeline": bool(true_timeline), "t_ref": T_REF, "on_empty": on_empty,
+            "names": list(MODALITIES)}
+
+
+def _array_names(store, prefix):
+    """Names of all arrays below group ``prefix`` (recursive), e.g. ``raw/xyz``."""
+    if prefix not in store:
+        return []
+    group = store.root[prefix]
+    names = []
+    if store.kind == "hdf5":
+        import h5py
+
+        group.visititems(lambda name, obj: names.append(f"{prefix}/{name}")
+                         if isinstance(obj, h5py.Dataset) else None)
+        return sorted(names)
+    for key in group.array_keys():
+        names.append(f"{prefix}/{key}")
+    for key in group.group_keys():
+        names.extend(_array_names(store, f"{prefix}/{key}"))
+    return sorted(names)
+
+
+def _check_raw(store):
+    for name in ("raw/xyz", "raw/frames", "raw/name"):
+        if name not in store:
+            raise StageError(f"store {store.path} has no {name}; run `ikem-data gendata` first")
+    if not store.is_complete("gendata"):
+        raise StageError(f"store {store.path}: gendata is not complete (attrs['gendata']['complete'] "
+                         f"is not true); finish `ikem-data gendata` first")
+    xyz = store["raw/xyz"]
+    if len(xyz.shape) != 5 or xyz.shape[1] != 3 or xyz.shape[3] != 25:
+        raise StageError(f"store {store.path}: raw/xyz has shape {tuple(xyz.shape)}, expected (N, 3, T, 25, M)")
+    if store["raw/frames"].shape[0] != xyz.shape[0]:
+        raise StageError(f"store {store.path}: raw/frames has {store['raw/frames'].shape[0]} entries "
+                         f"for {xyz.shape[0]} samples")
+
+
+def copy_raw(source, out, overwrite=False, block=256):
+    """Copy ``raw/``, ``splits/`` and the attributes of store ``source`` into a new ``out``.
+
+    Resumable: a finished copy of the same source (``attrs["copy"]``) is kept; an
+    unfinished one is started again. ``attrs["gendata"]`` is written last.
+
+    Raises:
+        StageError: the source is not a complete raw store, or ``out`` already holds a
+            complete store of another origin (without ``overwrite``).
+    """
+    with open_store(source, "r") as src:
+        _check_raw(src)
+        origin = str(src.path.resolve())
+        try:
+            with open_store(out, "r") as dst:
+                copied = dst.attrs.get("copy") or {}
+                if copied.get("complete") and copied.get("source") == origin and dst.is_complete("gendata"):
+                    return
+                if dst.is_complete("gendata") and not overwrite:
+                    raise StageError(f"store {dst.path} already exists and was not copied from {origin}; "
+                                     f"pass --overwrite to replace it, or drop --from to add modalities in place")
+        except FileNotFoundError:
+            pass
+        with open_store(out, "w") as dst:
+            dst.attrs["copy"] = {"complete": False, "source": origin}
+            for name in _array_names(src, "raw") + _array_names(src, "splits"):
+                a = src[name]
+                chunks = getattr(a, "chunks", None)
+                b = dst.create_array(name, a.shape, a.dtype, chunks=chunks)
+                if len(a.shape) == 0 or a.shape[0] == 0:
+                    continue
+                for start in range(0, a.shape[0], block):
+                    b[start:start + block] = a[start:start + block]
+            for key, value in src.attrs.items():
+                if key not in ("format", "version", "ikem_version", "gendata", STAGE, "copy"):
+                    dst.attrs[key] = value
+            dst.attrs["copy"] = {"complete": True, "source": origin}
+            dst.attrs["gendata"] = src.attrs["gendata"]
+
+
+def build_modalities(out, source=None, t_length=50, rotation_sign="sequence", bone_pairs="ikem",
+                     true_timeline=True, on_empty="error", chunk_size=64, workers=None,
+                     overwrite=False, progress=True):
+    """Add ``modalities/`` to a store (or to a copy of ``source``), chunk by chunk.
+
+    Args:
+        out: store to write (in place), or the new store when ``source`` is given.
+        source: optional raw store to copy ``raw/``, ``splits/`` and attributes from.
+        t_length: frames after the resize (METHOD.md §2 step 4; reference 50).
+        rotation_sign: ``"sequence"`` (reference) or ``"per_frame"`` (METHOD.md §11.7).
+        bone_pairs: ``"ikem"`` (reference) or ``"crossclr"``.
+        true_timeline: tau = 50 / header frames (reference) or 1.
+        on_empty: ``"error"`` or ``"skip"`` for samples with no valid frame.
+        chunk_size: samples per chunk, both of the arrays and of the work.
+        workers: numba threads (None: numba's default, all cores).
+        overwrite: replace a stage written with other parameters.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(status, attrs)``: status ``"written"``, ``"resumed"`` or ``"unchanged"`` (a
+        complete stage with the same parameters), and the final ``attrs["modalities"]``.
+
+    Raises:
+        StageError: no ``raw/`` or gendata not complete, different parameters without
+            ``overwrite``, or a bad sample (NaN/inf, L = 0 with ``on_empty="error"``, a
+            non-positive frame count); the message names the store and the sample.
+    """
+    from tqdm import tqdm
+
+    params = stage_params(t_length, rotation_sign, bone_pairs, true_timeline, on_empty)
+    if int(chunk_size) < 1:
+        raise StageError(f"chunk size must be >= 1, got {chunk_size}")
+    chunk_size = int(chunk_size)
+    if source is not None:
+        copy_raw(source, out, overwrite=overwrite)
+    with open_store(out, "r+") as store:
+        _check_raw(store)
+        xyz = store["raw/xyz"]
+        n, _, _, v, m = xyz.shape
+        shape = (n, 3, params["t_length"], v, m)
+        old = store.stage(STAGE)
+        resume = False
+        if old is not None:
+            same = {k: old.get("params", {}).get(k) for k in PARAM_KEYS} == params
+            if same and old.get("complete"):
+                return "unchanged", old
+            if not same and not overwrite:
+                raise StageError(f"store {store.path} already has modalities with other parameters "
+                                 f"({old.get('params')}); pass --overwrite to replace them")
+            resume = same and all(f"{STAGE}/{k}" in store and tuple(store[f'{STAGE}/{k}'].shape) == shape
+                                  for k in MODALITIES)
+        done = int(old.get("done", 0)) if resume else 0
+        empty = list(old.get("empty_samples", [])) if resume else []
+        attrs = {"complete": False, "params": params, "done": done, "samples": n,
+                 "empty_samples": empty, "chunk_size": chunk_size, "ikem_version": __version__}
+        store.attrs[STAGE] = attrs
+        if not resume:
+            for name in MODALITIES:
+                store.create_array(f"{STAGE}/{name}", shape, np.float32,
+                                   chunks=(chunk_size, 3, params["t_length"], v, m), overwrite=True)
+            store.create_array(f"{STAGE}/valid_length", (n,), np.int32, chunks=(chunk_size,),
+                               overwrite=True)
+        started = time.time()
+        bar = tqdm(total=n, initial=done, unit="sample", desc="modalities", disable=not progress)
+        for start in range(done, n, chunk_size):
+            stop = min(start + chunk_size, n)
+            block = np.asarray(xyz[start:stop], dtype=np.float32)
+            frames = np.asarray(store["raw/frames"][start:stop], dtype=np.int64)
+            try:
+                joint, lengths = preprocess(block, params["t_length"], params["rotation_sign"],
+                                            workers=workers, on_empty=on_empty)
+                skipped = np.flatnonzero(lengths == 0)
+                frames = frames.copy()
+                frames[skipped] = 1  # all-zero output either way; keeps tau finite
+                out_arrays = compute_modalities(joint, frames, MODALITIES, params["bone_pairs"],
+                                                params["true_timeline"], workers=workers)
+            except SampleError as exc:
+                name = store.names(start + exc.index, start + exc.index + 1)[0]
+                raise StageError(f"store {store.path}: sample {name} (index {start + exc.index}): "
+                                 f"{exc.reason}") from None
+            for name in MODALITIES:
+                store[f"{STAGE}/{name}"][start:stop] = out_arrays[name]
+            store[f"{STAGE}/valid_length"][start:stop] = lengths
+            if skipped.size:
+                empty.extend(store.names(start + int(i), start + int(i) + 1)[0] for i in skipped)
+            attrs.update(done=stop, empty_samples=empty)
+            store.attrs[STAGE] = attrs
+            bar.update(stop - start)
+        bar.close()
+        attrs.update(complete=True, done=n, seconds=round(time.time() - started, 3))
+        store.attrs[STAGE] = attrs
+        return ("resumed" if done else "written"), attrs
