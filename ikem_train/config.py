@@ -1,0 +1,314 @@
+"""Run configs: pydantic dataclasses loaded from YAML, with ``--set a.b=value`` overrides.
+
+One schema serves every ``ikem-train`` command; each command reads the sections it needs
+(pretrain: data, model, optim, run; distill: data, distill, optim, run; linear: data,
+linear, run). Unknown keys are rejected with the list of valid ones. Defaults are the
+paper settings of the six-modality teacher (METHOD.md §6.5, §8, §9).
+
+A YAML file may start with ``include: other.yaml`` (or a list of files), paths relative
+to the including file; included files are merged first, the including file wins.
+
+Example::
+
+    cfg = load_config("configs/ntu60-xsub/ikem-teacher.yaml", ["optim.lr=0.05"])
+    cfg.optim.lr  # 0.05
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+
+from ikem_data.names import MODALITIES, STUDENT_MODALITIES, resolve_modalities
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is invalid; the message says which and why."""
+
+
+def _modalities(value):
+    try:
+        return resolve_modalities(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+@dataclass(config=_STRICT)
+class DataConfig:
+    """DataLoader and augmentation settings (METHOD.md §4). Negative shear/crop disable them."""
+
+    batch_size: int = Field(128, gt=0)
+    eval_batch_size: int = Field(128, gt=0)
+    num_workers: int = Field(4, ge=0)
+    seed: int = 0
+    shear: float = 0.5
+    crop_ratio: int = 6
+    pin_memory: bool = True
+
+
+@dataclass(config=_STRICT)
+class ModelConfig:
+    """Keyword arguments of ``ikem_train.model.PretrainModel``, named exactly as it takes them."""
+
+    modalities: tuple[str, ...] = MODALITIES
+    in_channels: int = Field(3, gt=0)
+    hidden_channels: int = Field(16, gt=0)
+    hidden_dim: int = Field(256, gt=0)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    feature_dim: int = Field(128, gt=0)
+    mlp: bool = True
+    queue_size: int = Field(32768, gt=0)
+    momentum: float = Field(0.999, ge=0, le=1)
+    temperature: float = Field(0.07, gt=0)
+    cross_epoch: int = Field(150, ge=0)
+    topk: int = Field(1, gt=0)
+    context: bool = True
+    ikem: bool = True
+    cross_phase_frozen_keys: tuple[str, ...] = ("joint", "bone", "rotation_axis")
+    key_init: Literal["copy", "reinit"] = "copy"
+    bone_pairs: Literal["ikem", "crossclr"] = "ikem"
+    true_timeline: bool = True
+
+    _check_modalities = field_validator("modalities", mode="before")(_modalities)
+
+    @field_validator("cross_phase_frozen_keys", mode="before")
+    @classmethod
+    def _check_frozen(cls, value):
+        if value is None or (not isinstance(value, str) and len(value) == 0):
+            return ()
+        return resolve_modalities(value)
+
+
+@dataclass(config=_STRICT)
+class DistillConfig:
+    """Keyword arguments of ``ikem_train.model.DistillModel`` (METHOD.md §7), minus the teacher."""
+
+    student_modalities: tuple[str, ...] = STUDENT_MODALITIES
+    teacher_mode: Literal["train", "eval"] = "train"
+    omega_queue: Literal["bone", "angular_velocity"] = "bone"
+    student_dim: int = Field(768, gt=0)
+    queue_size: int = Field(32768, gt=0)
+    temperature: float = Field(0.07, gt=0)
+    topk: int = Field(1, gt=0)
+    context: bool = True
+
+    _check_modalities = field_validator("student_modalities", mode="before")(_modalities)
+
+
+@dataclass(config=_STRICT)
+class OptimConfig:
+    """SGD with a step schedule as a function of the 1-based epoch (METHOD.md §6.5)."""
+
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    nesterov: bool = False
+    milestones: tuple[int, ...] = (250,)
+    gamma: float = Field(0.1, gt=0)
+    epochs: int = Field(300, gt=0)
+
+
+@dataclass(config=_STRICT)
+class LinearConfig:
+    """Linear evaluation (METHOD.md §8): frozen encoders, SGD on new classifiers."""
+
+    lr: float = Field(3.0, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    nesterov: bool = False
+    milestones: tuple[int, ...] = (80,)
+    gamma: float = Field(0.1, gt=0)
+    epochs: int = Field(100, gt=0)
+    batch_size: int = Field(128, gt=0)
+    eval_interval: int = Field(5, gt=0)
+    num_class: Optional[int] = Field(None, gt=0)
+
+
+@dataclass(config=_STRICT)
+class RunSettings:
+    """How a run executes: device, checkpoints, logging."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    amp: bool = True
+    save_interval: int = Field(30, gt=0)
+    max_steps_per_epoch: Optional[int] = Field(None, gt=0)
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass(config=_STRICT)
+class Config:
+    """The whole run config; see the module docstring."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    linear: LinearConfig = dataclasses.field(default_factory=LinearConfig)
+    run: RunSettings = dataclasses.field(default_factory=RunSettings)
+
+    @model_validator(mode="after")
+    def _check_queues(self):
+        batch = self.data.batch_size
+        for section in ("model", "distill"):
+            queue = getattr(self, section).queue_size
+            if queue % batch:
+                raise ValueError(
+                    f"{section}.queue_size={queue} is not divisible by data.batch_size={batch} "
+                    "(the queue pointer advances by one full batch per step)"
+                )
+        return self
+
+
+_ADAPTER = TypeAdapter(Config)
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "distill": DistillConfig,
+    "optim": OptimConfig,
+    "linear": LinearConfig,
+    "run": RunSettings,
+}
+
+
+def _fields_of(path):
+    """Valid keys at a location of the schema (``[]`` = top level)."""
+    cls = Config if not path else _SECTIONS.get(path[0])
+    return [f.name for f in dataclasses.fields(cls)] if cls is not None and len(path) <= 1 else None
+
+
+def _format_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+        where = ".".join(loc) or "config"
+        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            valid = _fields_of(loc[:-1])
+            lines.append(f"unknown key {where!r}; valid keys here: {', '.join(valid or [])}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {msg} (got {err.get('input')!r})" if loc else msg)
+    return "; ".join(lines)
+
+
+def config_from_dict(data: dict) -> Config:
+    """Validate a nested dict into a :class:`Config`.
+
+    Raises:
+        ConfigError: unknown keys (listing the valid ones) or bad values.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """The config as plain dicts, lists and scalars (safe for YAML, JSON and torch.save)."""
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path, _seen=()) -> dict:
+    """Read a config YAML file, resolving ``include:`` (relative to the file).
+
+    Raises:
+        ConfigError: missing file, YAML syntax error, include cycle, non-mapping content.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    resolved = path.resolve()
+    if resolved in _seen:
+        raise ConfigError(f"include cycle through {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections")
+    includes = data.pop("include", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict = {}
+    for inc in includes:
+        merged = _merge(merged, read_yaml(path.parent / inc, _seen + (resolved,)))
+    return _merge(merged, data)
+
+
+def apply_overrides(data: dict, overrides) -> dict:
+    """Apply ``a.b=value`` strings; each value is parsed with ``yaml.safe_load``.
+
+    Raises:
+        ConfigError: an override without ``=`` or with an empty key.
+    """
+    out = copy.deepcopy(data)
+    for item in overrides or ():
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"bad override {item!r}: expected section.key=value, e.g. optim.lr=0.05")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"bad override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path=None, overrides=(), base: dict | None = None) -> Config:
+    """Load a config: defaults < ``base`` dict < YAML file < ``--set`` overrides.
+
+    Args:
+        path: YAML file or None for the defaults.
+        overrides: iterable of ``"section.key=value"`` strings.
+        base: optional nested dict applied before the file (e.g. a checkpoint's config).
+
+    Raises:
+        ConfigError: see :func:`read_yaml`, :func:`apply_overrides`, :func:`config_from_dict`.
+    """
+    data = copy.deepcopy(base) if base else {}
+    if path is not None:
+        data = _merge(data, read_yaml(path))
+    data = apply_overrides(data, overrides)
+    return config_from_dict(data)

@@ -1,0 +1,213 @@
+"""The pretraining / distillation loop: one function, read top to bottom (METHOD.md §6.5, §7).
+
+``train`` drives any module with the PretrainModel forward contract
+``model(view1, view2, frames, epoch) -> {"loss": ..., "loss/<part>": ...}``:
+SGD with a step schedule that is a plain function of the 1-based epoch, full batches
+(drop_last), bf16 autocast on CUDA only, optional ``torch.compile``, tqdm progress,
+``metrics.jsonl`` (and TensorBoard when asked and installed), atomic checkpoints
+(``last.pt`` every epoch, ``epoch<NNN>.pt`` every ``save_interval``) and exact resume.
+
+Run folders: a new run needs an empty or absent folder; ``resume=True`` continues the
+``last.pt`` there. Nothing in a run folder is ever deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import yaml
+
+from ikem_train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ikem_train.config import Config, config_to_dict
+from ikem_train.data import make_loader
+
+
+class TrainingError(RuntimeError):
+    """A run cannot start or continue (NaN loss, run-folder misuse, config mismatch on resume)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU raises TrainingError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
+
+
+def lr_at(epoch: int, base_lr: float, milestones, gamma: float = 0.1) -> float:
+    """Step schedule: ``base_lr * gamma ** #(milestones m with epoch > m)`` (1-based epoch).
+
+    With milestones [250], epochs 1..250 use ``base_lr`` and 251.. use ``base_lr * gamma``.
+    """
+    return base_lr * gamma ** sum(1 for m in milestones if epoch > m)
+
+
+def prepare_run_dir(run_dir, resume: bool) -> Path:
+    """Check the run folder: absent/empty for a new run, holding ``last.pt`` for a resume.
+
+    Raises:
+        TrainingError: a non-empty folder without ``--resume`` (nothing is overwritten),
+            or ``--resume`` with no ``last.pt``.
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise TrainingError(f"--resume: no {run_dir / 'last.pt'} to continue from")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise TrainingError(
+            f"run folder {run_dir} is not empty; pass --resume to continue it or choose a new --run folder"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def append_jsonl(path, record: dict) -> None:
+    """Append one JSON line (a finished line per call; earlier lines are never rewritten)."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _same_sections(saved: dict, now: dict, sections) -> list[str]:
+    diffs = []
+    for section in sections:
+        old, new = saved.get(section, {}), now.get(section, {})
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                diffs.append(f"{section}.{key}: checkpoint {old.get(key)!r}, now {new.get(key)!r}")
+    return diffs
+
+
+def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra: dict | None = None,
+          resume: bool = False, log=print) -> dict:
+    """Train ``model`` on ``dataset`` for ``cfg.optim.epochs`` epochs, checkpointing in ``run_dir``.
+
+    Args:
+        model: nn.Module with the PretrainModel forward contract (see module docstring).
+        dataset: a :class:`ikem_train.data.PretrainDataset` (or any batch dataset giving
+            ``view1``, ``view2``, ``frames``).
+        cfg: the run config (data, optim, run sections are used).
+        run_dir: run folder (see :func:`prepare_run_dir`; call it first).
+        kind: ``"pretrain"`` or ``"distill"``, stored in the checkpoint.
+        modalities: names stored in the checkpoint (the model's streams).
+        extra: more entries for each checkpoint (e.g. the teacher path).
+        resume: continue from ``run_dir/last.pt`` (model, optimizer, epoch, step, RNG).
+        log: a print-like function for one-line messages.
+
+    Returns:
+        the last epoch's metrics record.
+
+    Raises:
+        TrainingError: non-finite loss (the message gives epoch and step and the last good
+            checkpoint, which is left as it was), or a resume whose model config differs.
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.run.device)
+    plain_cfg = config_to_dict(cfg)
+    model.to(device)
+    shuffle_gen = torch.Generator().manual_seed(cfg.data.seed)
+    loader, sampler = make_loader(
+        dataset, cfg.data.batch_size, shuffle=True, drop_last=True, num_workers=cfg.data.num_workers,
+        generator=shuffle_gen, pin_memory=cfg.data.pin_memory and device.type == "cuda",
+        max_batches=cfg.run.max_steps_per_epoch,
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                          weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
+    start_epoch, step = 1, 0
+    if resume:
+        ck = load_checkpoint(run_dir / "last.pt", kind=kind)
+        diffs = _same_sections(ck["config"], plain_cfg, ("model", "distill") if kind == "distill" else ("model",))
+        diffs += _same_sections({"data": {"batch_size": ck["config"]["data"]["batch_size"]}},
+                                {"data": {"batch_size": cfg.data.batch_size}}, ("data",))
+        if diffs:
+            raise TrainingError("cannot resume with a different model config: " + "; ".join(diffs))
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch, step = ck["epoch"] + 1, ck["step"]
+        set_rng_state(ck["rng"], shuffle_gen)
+        log(f"resuming {run_dir} after epoch {ck['epoch']} (step {step})")
+    else:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(plain_cfg, sort_keys=False))
+
+    forward = torch.compile(model) if cfg.run.compile else model
+    amp = device.type == "cuda" and cfg.run.amp
+    writer = _tensorboard(run_dir, log) if cfg.run.tensorboard else None
+    progress = _tqdm(cfg.run.progress)
+    record = {}
+    last_good = run_dir / "last.pt"
+    for epoch in range(start_epoch, cfg.optim.epochs + 1):
+        lr = lr_at(epoch, cfg.optim.lr, cfg.optim.milestones, cfg.optim.gamma)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        sampler.set_epoch(epoch)
+        model.train()
+        sums, count, t0 = defaultdict(float), 0, time.perf_counter()
+        bar = progress(loader, desc=f"{kind} epoch {epoch}/{cfg.optim.epochs}", leave=False)
+        for i, batch in enumerate(bar, start=1):
+            view1 = batch["view1"].to(device, non_blocking=True)  # (B, 3, T, 25, M)
+            view2 = batch["view2"].to(device, non_blocking=True)
+            frames = batch["frames"].to(device, non_blocking=True)  # (B,)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = forward(view1, view2, frames, epoch)
+            loss = out["loss"]
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                where = f"epoch {epoch}, step {i} of the epoch (global step {step + 1})"
+                kept = f"the last good checkpoint {last_good} is kept" if last_good.is_file() else "no checkpoint was written yet"
+                raise TrainingError(f"loss became {value} at {where}; stopped, {kept}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            count += view1.shape[0]
+            for name, part in out.items():
+                sums[name] += float(part.detach()) if torch.is_tensor(part) else float(part)
+            rate = count / max(time.perf_counter() - t0, 1e-9)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{value:.4f}", samples_s=f"{rate:.1f}")
+        seconds = time.perf_counter() - t0
+        batches = max(len(sampler), 1)
+        record = {"kind": kind, "epoch": epoch, "step": step, "lr": lr,
+                  **{name: total / batches for name, total in sums.items()},
+                  "samples_per_s": count / max(seconds, 1e-9), "seconds": seconds}
+        append_jsonl(run_dir / "metrics.jsonl", record)
+        if writer is not None:
+            for name, value in record.items():
+                if isinstance(value, (int, float)) and name not in ("epoch", "kind"):
+                    writer.add_scalar(name, value, epoch)
+        log(f"{kind} epoch {epoch}/{cfg.optim.epochs}: loss {record.get('loss', float('nan')):.4f}, "
+            f"lr {lr:g}, {record['samples_per_s']:.1f} samples/s")
+        payload = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                   "scheduler": {"type": "step", "milestones": list(cfg.optim.milestones),
+                                 "gamma": cfg.optim.gamma, "base_lr": cfg.optim.lr, "last_epoch": epoch},
+                   "epoch": epoch, "step": step, "rng": rng_state(shuffle_gen), "config": plain_cfg,
+                   "kind": kind, "modalities": list(modalities), **(extra or {})}
+        save_checkpoint(last_good, payload)
+        if epoch % cfg.run.save_interval == 0:
+            save_checkpoint(run_dir / f"epoch{epoch:03d}.pt", payload)
+    if writer is not None:
+        writer.close()
+    return record
+
+
+def _tqdm(enabled):
+    if not enabled:
+        return lambda it, **kw: it
+    from tqdm.auto import tqdm
+
+    return tqdm
+
+
+def _tensorboard(run_dir, log):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:
+        log("run.tensorboard is set but tensorboard is not installed (pip install ikem[tensorboard]); skipping it")
+        return None
+    return SummaryWriter(str(Path(run_dir) / "tensorboard"))
