@@ -1,0 +1,64 @@
+"""`ikem-data gendata`: raw NTU RGB+D skeletons (or Kinect v2 CSVs) into an ikem store."""
+
+import os
+
+import click
+
+
+@click.command()
+@click.option("--raw", type=click.Path(file_okay=False, path_type=str),
+              help="Folder of raw NTU .skeleton files (SsssCcccPpppRrrrAaaa.skeleton), or of Kinect CSV captures.")
+@click.option("--out", required=True, type=click.Path(path_type=str),
+              help="Store to write: a Zarr v3 directory (default), or one HDF5 file when the name ends in .h5/.hdf5.")
+@click.option("--input-format", type=click.Choice(["ntu", "kinect-csv"]), default="ntu", show_default=True,
+              help="ntu: .skeleton files. kinect-csv: KinectReader CSV captures (timestamp + 25 x (x, y, z, state) "
+                   "per line) listed in --labels.")
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=str),
+              help="kinect-csv only: CSV with a header row file,label[,split]; file relative to this CSV's folder "
+                   "(or to --raw), label a 0-based int class, optional split train/val (written as splits/custom).")
+@click.option("--dataset", type=click.Choice(["ntu60", "ntu120"]), default=None,
+              help="NTU-60 (ntu60-xsub, ntu60-xview splits) or NTU-120 (also ntu120-xsub, ntu120-xset). "
+                   "Default: inferred from the file names (setup > 17 or action > 60 means ntu120).")
+@click.option("--bodies", "body_policy", type=click.Choice(["listed", "tracked"]), default="listed",
+              show_default=True,
+              help="listed: the first two bodies in each frame's listing order (the reference; reproduces "
+                   "published pipelines). tracked: slots follow body IDs across frames and the two bodies with "
+                   "the most motion are kept.")
+@click.option("--max-bodies", type=click.IntRange(1, 4), default=2, show_default=True,
+              help="Body slots M in raw/xyz.")
+@click.option("--ignore-list", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Text file of sample names (one per line) to leave out. Default: the official "
+                   "missing-skeleton list of the dataset (302 NTU-60 / 535 NTU-120 names, packaged).")
+@click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+              help="A malformed file: stop (the store stays resumable) or skip it, recording file and reason "
+                   "in the store (ikem-data info lists them).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Parser processes. Default: all cores (os.cpu_count()).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Samples per chunk of raw/xyz (and per write).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing store made with other arguments (otherwise refused).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def gendata(raw, out, input_format, labels, dataset, body_policy, max_bodies, ignore_list, on_error, workers,
+            chunk_size, overwrite, no_progress):
+    """Parse raw skeletons into the raw/ part of a chunked store.
+
+    raw/xyz is (N, 3, T_max, 25, M) float32 metres, zero-padded to the longest sequence
+    (never truncated), with frame counts, bodies, 0-based labels, ids, names and the
+    split index arrays of every benchmark the dataset supports. Parallel over files;
+    rerunning the same command continues an interrupted run (Ctrl-C is safe) and leaves
+    a complete store alone.
+    """
+    from ikem_data.gendata import GendataError
+    from ikem_data.gendata import gendata as run
+
+    try:
+        run(raw, out, input_format=input_format, dataset=dataset, labels=labels, body_policy=body_policy,
+            max_bodies=max_bodies, ignore_list=ignore_list, on_error=on_error, chunk_size=chunk_size,
+            workers=workers or os.cpu_count(), overwrite=overwrite, progress=not no_progress,
+            log=lambda message: click.echo(message, err=True))
+    except GendataError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: {out} is resumable; rerun the same command to continue", err=True)
+        raise SystemExit(130) from None
