@@ -20,6 +20,7 @@ all zeros, its valid length is 0, and its name is listed in
 """
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -134,9 +135,31 @@ def copy_raw(source, out, overwrite=False, block=256):
             dst.attrs["gendata"] = src.attrs["gendata"]
 
 
+def _create_float_array(store, name, shape, chunks):
+    """A float32 array for derived data. In zarr stores it uses zstd level 1 (bitshuffle)
+    instead of the store's default level 5: on modality chunks level 1 compresses as well
+    (ratio ~1.8 both) and 6x faster, and compression is what bounds this stage."""
+    if store.kind != "zarr":
+        return store.create_array(name, shape, np.float32, chunks=chunks, overwrite=True)
+    import warnings
+
+    from zarr.codecs import BloscCodec
+
+    if name in store:
+        del store.root[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return store.root.create_array(name, shape=shape, dtype=np.float32, chunks=chunks, fill_value=0,
+                                       compressors=BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"))
+
+
+def _write(array, start, stop, values):
+    array[start:stop] = values
+
+
 def build_modalities(out, source=None, t_length=50, rotation_sign="sequence", bone_pairs="ikem",
                      true_timeline=True, on_empty="error", chunk_size=64, workers=None,
-                     overwrite=False, progress=True):
+                     overwrite=False, progress=True, step_chunks=4):
     """Add ``modalities/`` to a store (or to a copy of ``source``), chunk by chunk.
 
     Args:
@@ -147,10 +170,12 @@ def build_modalities(out, source=None, t_length=50, rotation_sign="sequence", bo
         bone_pairs: ``"ikem"`` (reference) or ``"crossclr"``.
         true_timeline: tau = 50 / header frames (reference) or 1.
         on_empty: ``"error"`` or ``"skip"`` for samples with no valid frame.
-        chunk_size: samples per chunk, both of the arrays and of the work.
+        chunk_size: samples per chunk of the output arrays.
         workers: numba threads (None: numba's default, all cores).
         overwrite: replace a stage written with other parameters.
         progress: show a tqdm bar.
+        step_chunks: chunks processed (and held in memory) per step; progress is
+            recorded after each step.
 
     Returns:
         ``(status, attrs)``: status ``"written"``, ``"resumed"`` or ``"unchanged"`` (a
@@ -192,36 +217,42 @@ def build_modalities(out, source=None, t_length=50, rotation_sign="sequence", bo
         store.attrs[STAGE] = attrs
         if not resume:
             for name in MODALITIES:
-                store.create_array(f"{STAGE}/{name}", shape, np.float32,
-                                   chunks=(chunk_size, 3, params["t_length"], v, m), overwrite=True)
+                _create_float_array(store, f"{STAGE}/{name}", shape,
+                                    (chunk_size, 3, params["t_length"], v, m))
             store.create_array(f"{STAGE}/valid_length", (n,), np.int32, chunks=(chunk_size,),
                                overwrite=True)
         started = time.time()
         bar = tqdm(total=n, initial=done, unit="sample", desc="modalities", disable=not progress)
-        for start in range(done, n, chunk_size):
-            stop = min(start + chunk_size, n)
-            block = np.asarray(xyz[start:stop], dtype=np.float32)
-            frames = np.asarray(store["raw/frames"][start:stop], dtype=np.int64)
-            try:
-                joint, lengths = preprocess(block, params["t_length"], params["rotation_sign"],
-                                            workers=workers, on_empty=on_empty)
-                skipped = np.flatnonzero(lengths == 0)
-                frames = frames.copy()
-                frames[skipped] = 1  # all-zero output either way; keeps tau finite
-                out_arrays = compute_modalities(joint, frames, MODALITIES, params["bone_pairs"],
-                                                params["true_timeline"], workers=workers)
-            except SampleError as exc:
-                name = store.names(start + exc.index, start + exc.index + 1)[0]
-                raise StageError(f"store {store.path}: sample {name} (index {start + exc.index}): "
-                                 f"{exc.reason}") from None
-            for name in MODALITIES:
-                store[f"{STAGE}/{name}"][start:stop] = out_arrays[name]
-            store[f"{STAGE}/valid_length"][start:stop] = lengths
-            if skipped.size:
-                empty.extend(store.names(start + int(i), start + int(i) + 1)[0] for i in skipped)
-            attrs.update(done=stop, empty_samples=empty)
-            store.attrs[STAGE] = attrs
-            bar.update(stop - start)
+        # Work in steps of several array chunks: zarr then decodes and encodes (zstd) the
+        # chunks of a step concurrently, and the six arrays are written in parallel;
+        # compression, not the kernels, is what bounds this stage.
+        step = chunk_size * max(1, step_chunks)
+        with ThreadPoolExecutor(max_workers=len(MODALITIES) + 1) as pool:
+            for start in range(done, n, step):
+                stop = min(start + step, n)
+                block = np.asarray(xyz[start:stop], dtype=np.float32)
+                frames = np.asarray(store["raw/frames"][start:stop], dtype=np.int64)
+                try:
+                    joint, lengths = preprocess(block, params["t_length"], params["rotation_sign"],
+                                                workers=workers, on_empty=on_empty)
+                    del block
+                    skipped = np.flatnonzero(lengths == 0)
+                    frames[skipped] = 1  # all-zero output either way; keeps tau finite
+                    out_arrays = compute_modalities(joint, frames, MODALITIES, params["bone_pairs"],
+                                                    params["true_timeline"], workers=workers)
+                except SampleError as exc:
+                    name = store.names(start + exc.index, start + exc.index + 1)[0]
+                    raise StageError(f"store {store.path}: sample {name} (index {start + exc.index}): "
+                                     f"{exc.reason}") from None
+                targets = [(store[f"{STAGE}/{name}"], out_arrays[name]) for name in MODALITIES]
+                targets.append((store[f"{STAGE}/valid_length"], lengths))
+                for future in [pool.submit(_write, a, start, stop, v) for a, v in targets]:
+                    future.result()
+                if skipped.size:
+                    empty.extend(store.names(start + int(i), start + int(i) + 1)[0] for i in skipped)
+                attrs.update(done=stop, empty_samples=empty)
+                store.attrs[STAGE] = attrs
+                bar.update(stop - start)
         bar.close()
         attrs.update(complete=True, done=n, seconds=round(time.time() - started, 3))
         store.attrs[STAGE] = attrs

@@ -49,96 +49,119 @@ def _norm(x0, x1, x2):
     return np.sqrt(x0 * x0 + x1 * x1 + x2 * x2)
 
 
+@njit(cache=True)
+def _unit(b, i, out):
+    """out[:, i] = b[:, i] / max(|b[:, i]|, 1e-12) (torch ``F.normalize`` over channels)."""
+    d = max(_norm(b[0, i], b[1, i], b[2, i]), _EPS)
+    out[0, i] = b[0, i] / d
+    out[1, i] = b[1, i] / d
+    out[2, i] = b[2, i] / d
+
+
 @njit(parallel=True, cache=True)
 def _modalities_kernel(joint, tau, bone_parent, root_normal, axis_parent, want,
-                       motion, accel, bone_out, axis_out, omega_out):
+                       motion, accel, bone_out, axis_out, omega_out, finite):
     """All derived modalities of every sample, in parallel over samples.
 
+    Each sample is handled as flat (3, T*V*M) arrays: element i = (t*V + v)*M + m, so
+    frame t+1 is i + V*M and joint u of the same frame and body is i + (u - v)*M.
     ``want`` = (motion, acceleration, bone, rotation_axis, angular_velocity) flags; an
-    output not wanted may be a dummy array and is never touched.
+    output not wanted may be a dummy array and is never touched; a wanted one is written
+    in full. ``finite[n]`` is set False (and nothing computed) for a sample with NaN/inf.
     """
     n_samples, _, n_t, n_v, n_m = joint.shape
+    step = n_v * n_m                  # one frame
+    size = n_t * step
     need_bone = want[2] or want[3] or want[4]
     for n in prange(n_samples):
+        x = joint[n].reshape(3, size)
+        ok = True
+        for c in range(3):
+            for i in range(size):
+                if not np.isfinite(x[c, i]):
+                    ok = False
+        finite[n] = ok
+        if not ok:
+            continue
         k = tau[n]
-        # Motion and acceleration (the same float32 operations as the reference).
         if want[0] or want[1]:
-            mo = np.zeros((3, n_t, n_v, n_m), dtype=np.float32)
+            mo = motion[n].reshape(3, size) if want[0] else np.empty((3, size), dtype=np.float32)
             for c in range(3):
-                for t in range(n_t - 1):
-                    for v in range(n_v):
-                        for m in range(n_m):
-                            mo[c, t, v, m] = k * (joint[n, c, t + 1, v, m] - joint[n, c, t, v, m])
-            if want[0]:
-                motion[n] = mo
+                for i in range(size - step):
+                    mo[c, i] = k * (x[c, i + step] - x[c, i])
+                for i in range(size - step, size):
+                    mo[c, i] = _ZERO
             if want[1]:
+                ac = accel[n].reshape(3, size)
                 for c in range(3):
-                    for t in range(n_t):
-                        for v in range(n_v):
-                            for m in range(n_m):
-                                if t < n_t - 2:
-                                    accel[n, c, t, v, m] = k * (mo[c, t + 1, v, m] - mo[c, t, v, m])
-                                else:
-                                    accel[n, c, t, v, m] = _ZERO
+                    for i in range(size - 2 * step):
+                        ac[c, i] = k * (mo[c, i + step] - mo[c, i])
+                    for i in range(max(size - 2 * step, 0), size):
+                        ac[c, i] = _ZERO
         if not need_bone:
             continue
-        b = np.empty((3, n_t, n_v, n_m), dtype=np.float32)
-        for m in range(n_m):
-            for t in range(n_t):
-                for v in range(n_v):
-                    u = bone_parent[v]
+        b = bone_out[n].reshape(3, size) if want[2] else np.empty((3, size), dtype=np.float32)
+        for t in range(n_t):
+            for v in range(n_v):
+                du = (bone_parent[v] - v) * n_m
+                for m in range(n_m):
+                    i = t * step + v * n_m + m
                     for c in range(3):
-                        b[c, t, v, m] = joint[n, c, t, v, m] - joint[n, c, t, u, m]
-                if root_normal:
-                    a0 = joint[n, 0, t, SPINE_MID, m] - joint[n, 0, t, SHOULDER_RIGHT, m]
-                    a1 = joint[n, 1, t, SPINE_MID, m] - joint[n, 1, t, SHOULDER_RIGHT, m]
-                    a2 = joint[n, 2, t, SPINE_MID, m] - joint[n, 2, t, SHOULDER_RIGHT, m]
-                    c0 = joint[n, 0, t, SHOULDER_LEFT, m] - joint[n, 0, t, SHOULDER_RIGHT, m]
-                    c1 = joint[n, 1, t, SHOULDER_LEFT, m] - joint[n, 1, t, SHOULDER_RIGHT, m]
-                    c2 = joint[n, 2, t, SHOULDER_LEFT, m] - joint[n, 2, t, SHOULDER_RIGHT, m]
-                    x0, x1, x2 = _cross(a0, a1, a2, c0, c1, c2)
+                        b[c, i] = x[c, i] - x[c, i + du]
+            if root_normal:
+                for m in range(n_m):
+                    i = t * step + m
+                    mid = i + SPINE_MID * n_m
+                    right = i + SHOULDER_RIGHT * n_m
+                    left = i + SHOULDER_LEFT * n_m
+                    x0, x1, x2 = _cross(x[0, mid] - x[0, right], x[1, mid] - x[1, right],
+                                        x[2, mid] - x[2, right], x[0, left] - x[0, right],
+                                        x[1, left] - x[1, right], x[2, left] - x[2, right])
                     d = max(_norm(x0, x1, x2), _EPS)
-                    b[0, t, SPINE_SHOULDER, m] = x0 / d
-                    b[1, t, SPINE_SHOULDER, m] = x1 / d
-                    b[2, t, SPINE_SHOULDER, m] = x2 / d
-        if want[2]:
-            bone_out[n] = b
+                    root = i + SPINE_SHOULDER * n_m
+                    b[0, root] = x0 / d
+                    b[1, root] = x1 / d
+                    b[2, root] = x2 / d
         if not (want[3] or want[4]):
             continue
-        r = np.empty((3, n_t, n_v, n_m), dtype=np.float32)
-        for m in range(n_m):
-            for t in range(n_t):
-                for v in range(n_v):
-                    u = axis_parent[v]
-                    r[0, t, v, m], r[1, t, v, m], r[2, t, v, m] = _cross(
-                        b[0, t, v, m], b[1, t, v, m], b[2, t, v, m],
-                        b[0, t, u, m], b[1, t, u, m], b[2, t, u, m])
-        if want[3]:
-            axis_out[n] = r
+        r = axis_out[n].reshape(3, size) if want[3] else np.empty((3, size), dtype=np.float32)
+        for t in range(n_t):
+            for v in range(n_v):
+                du = (axis_parent[v] - v) * n_m
+                for m in range(n_m):
+                    i = t * step + v * n_m + m
+                    j = i + du
+                    r[0, i], r[1, i], r[2, i] = _cross(b[0, i], b[1, i], b[2, i], b[0, j], b[1, j], b[2, j])
         if not want[4]:
             continue
-        theta = np.empty((n_t, n_v, n_m), dtype=np.float32)
-        for m in range(n_m):
-            for t in range(n_t):
-                for v in range(n_v):
-                    u = axis_parent[v]
-                    dv = max(_norm(b[0, t, v, m], b[1, t, v, m], b[2, t, v, m]), _EPS)
-                    du = max(_norm(b[0, t, u, m], b[1, t, u, m], b[2, t, u, m]), _EPS)
-                    p0, p1, p2 = b[0, t, v, m] / dv, b[1, t, v, m] / dv, b[2, t, v, m] / dv
-                    q0, q1, q2 = b[0, t, u, m] / du, b[1, t, u, m] / du, b[2, t, u, m] / du
-                    s0, s1, s2 = _cross(p0, p1, p2, q0, q1, q2)
-                    theta[t, v, m] = np.arctan2(_norm(s0, s1, s2), p0 * q0 + p1 * q1 + p2 * q2)
-        for m in range(n_m):
-            for t in range(n_t):
-                for v in range(n_v):
+        unit = np.empty((3, size), dtype=np.float32)
+        for i in range(size):
+            _unit(b, i, unit)
+        theta = np.empty(size, dtype=np.float32)
+        for t in range(n_t):
+            for v in range(n_v):
+                du = (axis_parent[v] - v) * n_m
+                for m in range(n_m):
+                    i = t * step + v * n_m + m
+                    j = i + du
+                    s0, s1, s2 = _cross(unit[0, i], unit[1, i], unit[2, i], unit[0, j], unit[1, j], unit[2, j])
+                    dot = unit[0, i] * unit[0, j] + unit[1, i] * unit[1, j] + unit[2, i] * unit[2, j]
+                    theta[i] = np.arctan2(_norm(s0, s1, s2), dot)
+        om = omega_out[n].reshape(3, size)
+        for t in range(n_t):
+            for v in range(n_v):
+                for m in range(n_m):
+                    i = t * step + v * n_m + m
                     if t == n_t - 1 or v == SPINE_SHOULDER:
-                        for c in range(3):
-                            omega_out[n, c, t, v, m] = _ZERO
+                        om[0, i] = _ZERO
+                        om[1, i] = _ZERO
+                        om[2, i] = _ZERO
                         continue
-                    w = k * (theta[t + 1, v, m] - theta[t, v, m])
-                    d = max(_norm(r[0, t, v, m], r[1, t, v, m], r[2, t, v, m]), _EPS)
-                    for c in range(3):
-                        omega_out[n, c, t, v, m] = w * (r[c, t, v, m] / d)
+                    w = k * (theta[i + step] - theta[i])
+                    d = max(_norm(r[0, i], r[1, i], r[2, i]), _EPS)
+                    om[0, i] = w * (r[0, i] / d)
+                    om[1, i] = w * (r[1, i] / d)
+                    om[2, i] = w * (r[2, i] / d)
 
 
 def time_scale(frames, n, true_timeline=True, t_ref=T_REF):
@@ -204,9 +227,6 @@ def compute_modalities(joint, frames, names=MODALITIES, bone_pairs="ikem", true_
         raise ValueError(f"expected joint of shape (N, 3, T, 25, M), got {joint.shape}")
     if joint.shape[2] < 3:
         raise ValueError(f"need at least 3 frames (acceleration), got T = {joint.shape[2]}")
-    finite = np.isfinite(joint).reshape(joint.shape[0], -1).all(axis=1)
-    if not finite.all():
-        raise SampleError(np.flatnonzero(~finite)[0], "NaN or inf in the joint positions")
     n = joint.shape[0]
     tau = time_scale(frames, n, true_timeline, t_ref)
     order = ("motion", "acceleration", "bone", "rotation_axis", "angular_velocity")
@@ -214,11 +234,14 @@ def compute_modalities(joint, frames, names=MODALITIES, bone_pairs="ikem", true_
     outputs = {}
     for name, wanted in zip(order, want):
         shape = joint.shape if wanted else (1, 3, 1, 25, 1)
-        outputs[name] = np.zeros(shape, dtype=np.float32)
+        outputs[name] = np.empty(shape, dtype=np.float32)
+    finite = np.ones(n, dtype=np.bool_)
     with _Threads(workers):
         _modalities_kernel(joint, tau, BONE_PAIRS[bone_pairs][:, 1].copy(), bone_pairs == "ikem",
                            ROTATION_AXIS_PAIRS[:, 1].copy(), want, outputs["motion"],
                            outputs["acceleration"], outputs["bone"], outputs["rotation_axis"],
-                           outputs["angular_velocity"])
+                           outputs["angular_velocity"], finite)
+    if not finite.all():
+        raise SampleError(np.flatnonzero(~finite)[0], "NaN or inf in the joint positions")
     outputs["joint"] = joint.copy()
     return {name: outputs[name] for name in names}

@@ -90,14 +90,14 @@ def test_interrupted_run_resumes(tmp_path, real, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(bm, "compute_modalities", failing)
-    with pytest.raises(KeyboardInterrupt):
-        build_modalities(path, chunk_size=4, progress=False)
+    with pytest.raises(KeyboardInterrupt):   # steps of 2 chunks of 2 samples
+        build_modalities(path, chunk_size=2, step_chunks=2, progress=False)
     with open_store(path) as store:
         attrs = store.attrs["modalities"]
         assert attrs["complete"] is False and attrs["done"] == 8
     monkeypatch.setattr(bm, "compute_modalities", original)
     calls["n"] = 0
-    status, attrs = build_modalities(path, chunk_size=4, progress=False)
+    status, attrs = build_modalities(path, chunk_size=2, step_chunks=3, progress=False)
     assert status == "resumed" and attrs["complete"]
     expected, _ = expected_modalities(xyz, frames)
     with open_store(path) as store:
@@ -136,9 +136,10 @@ def test_bad_stores_and_samples_are_named(tmp_path):
     bad[2, :, :, 0, 0] = 0                                    # no valid frame
     path = write_raw_store(tmp_path / "b.zarr", bad, [12] * 4, names)
     with pytest.raises(StageError, match=r"b\.zarr: sample S001C001P001R001A003 \(index 2\): no valid frame"):
-        build_modalities(path, chunk_size=2, progress=False)
+        build_modalities(path, chunk_size=2, step_chunks=1, progress=False)
     with open_store(path) as store:
         assert store.attrs["modalities"]["complete"] is False
+        assert store.attrs["modalities"]["done"] == 2
     status, attrs = build_modalities(path, chunk_size=2, on_empty="skip", overwrite=True, progress=False)
     assert attrs["complete"] and attrs["empty_samples"] == ["S001C001P001R001A003"]
     with open_store(path) as store:
