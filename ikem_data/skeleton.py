@@ -84,86 +84,112 @@ class Skeleton(NamedTuple):
         return int(np.unique(self.body_id).size)
 
 
+# Byte classes for the fast field scan: 0 numeric character, 1 blank (space, tab, CR),
+# 2 line feed, 3 anything else (never valid in a .skeleton file).
+_CLASS = np.full(256, 3, dtype=np.uint8)
+_CLASS[np.frombuffer(b"0123456789.+-eE", dtype=np.uint8)] = 0
+_CLASS[np.frombuffer(b" \t\r", dtype=np.uint8)] = 1
+_CLASS[10] = 2
+
+
 @njit(cache=True, nogil=True)
-def _line_end(data, pos, n):
-    """End of content (CR/LF stripped) and start of the next line."""
-    i = pos
-    while i < n and data[i] != 10:
+def _start_line(data, pos, n, line):
+    """Skip blank lines from ``pos``; return (first non-blank byte or -1 at EOF, line number)."""
+    while pos < n:
+        line += 1
+        i = pos
+        while i < n and (data[i] == 32 or data[i] == 9 or data[i] == 13):
+            i += 1
+        if i < n and data[i] != 10:
+            return i, line
+        pos = i + 1
+    return -1, line
+
+
+@njit(cache=True, nogil=True)
+def _scan_rest(data, i, n, cls):
+    """Count the fields from ``i`` to the end of the line without converting them.
+
+    Returns (fields, 1 when a byte that cannot be part of a number was seen, start of the
+    next line). Branch-light: this loop sees most of the bytes of a file.
+    """
+    fields = 0
+    prev_blank = 1
+    bad = 0
+    while i < n:
+        cl = cls[data[i]]
+        if cl == 2:
+            break
+        nonblank = 1 if cl != 1 else 0
+        fields += nonblank & prev_blank
+        bad |= 1 if cl == 3 else 0
+        prev_blank = 1 - nonblank
         i += 1
-    nxt = i + 1 if i < n else n
-    end = i
-    if end > pos and data[end - 1] == 13:
-        end -= 1
-    return end, nxt
+    return fields, bad, (i + 1 if i < n else n)
 
 
 @njit(cache=True, nogil=True)
-def _is_blank(data, s, e):
-    for i in range(s, e):
-        c = data[i]
-        if c != 32 and c != 9 and c != 13:
-            return False
-    return True
+def _at_token_end(data, i, n):
+    return i >= n or data[i] == 32 or data[i] == 9 or data[i] == 13 or data[i] == 10
 
 
 @njit(cache=True, nogil=True)
-def _skip_space(data, i, e):
-    while i < e and (data[i] == 32 or data[i] == 9):
-        i += 1
-    return i
+def _parse_number(data, i, n, pow10):
+    """Parse one decimal number at ``i`` (sign, digits, fraction, exponent).
 
-
-@njit(cache=True, nogil=True)
-def _parse_number(data, i, e, pow10):
-    """Parse one decimal number at ``i``; return (value, next index, ok)."""
+    Returns (value, next index, ok). The first 18 digits are kept as an exact int64
+    mantissa (later integer digits scale it, later fraction digits are dropped), so a
+    value with at most 15 digits and a power of ten up to 22 is correctly rounded, as
+    Python's ``float()`` gives it.
+    """
     neg = False
-    if i < e and (data[i] == 45 or data[i] == 43):
-        neg = data[i] == 45
+    c = np.int64(data[i]) if i < n else np.int64(0)
+    if c == 45 or c == 43:
+        neg = c == 45
         i += 1
     mant = np.int64(0)
-    sig = 0
     exp10 = 0
     digits = 0
-    while i < e and 48 <= data[i] <= 57:
-        d = data[i] - 48
-        digits += 1
-        if sig < 18:
-            if mant > 0 or d > 0:
-                sig += 1
+    while i < n:
+        d = np.int64(data[i]) - 48
+        if d < 0 or d > 9:
+            break
+        if digits < 18:
             mant = mant * 10 + d
         else:
             exp10 += 1
+        digits += 1
         i += 1
-    if i < e and data[i] == 46:
+    if i < n and data[i] == 46:
         i += 1
-        while i < e and 48 <= data[i] <= 57:
-            d = data[i] - 48
-            digits += 1
-            if sig < 18:
-                if mant > 0 or d > 0:
-                    sig += 1
+        while i < n:
+            d = np.int64(data[i]) - 48
+            if d < 0 or d > 9:
+                break
+            if digits < 18:
                 mant = mant * 10 + d
                 exp10 -= 1
+            digits += 1
             i += 1
     if digits == 0:
         return 0.0, i, False
-    if i < e and (data[i] == 101 or data[i] == 69):
+    if i < n and (data[i] == 101 or data[i] == 69):
         i += 1
         eneg = False
-        if i < e and (data[i] == 45 or data[i] == 43):
+        if i < n and (data[i] == 45 or data[i] == 43):
             eneg = data[i] == 45
             i += 1
         ed = 0
         ev = 0
-        while i < e and 48 <= data[i] <= 57:
+        while i < n and 48 <= data[i] <= 57:
             if ev < 10000:
-                ev = ev * 10 + (data[i] - 48)
+                ev = ev * 10 + (np.int64(data[i]) - 48)
             ed += 1
             i += 1
         if ed == 0:
             return 0.0, i, False
         exp10 += -ev if eneg else ev
-    if i < e and data[i] != 32 and data[i] != 9:
+    if not _at_token_end(data, i, n):
         return 0.0, i, False
     value = float(mant)
     if exp10 < 0:
@@ -176,55 +202,67 @@ def _parse_number(data, i, e, pow10):
             value = value * pow10[exp10]
         else:
             value = value * 10.0 ** exp10
-    if neg:
-        value = -value
-    return value, i, True
+    return -value if neg else value, i, True
 
 
 @njit(cache=True, nogil=True)
-def _parse_int(data, i, e):
-    """Parse an optionally signed integer token; return (value, next index, ok)."""
+def _parse_int(data, i, n):
+    """Parse an optionally signed integer token (at most 19 digits); return (value, next index, ok)."""
     neg = False
-    if i < e and (data[i] == 45 or data[i] == 43):
+    if i < n and (data[i] == 45 or data[i] == 43):
         neg = data[i] == 45
         i += 1
     v = np.int64(0)
     digits = 0
-    while i < e and 48 <= data[i] <= 57:
-        v = v * 10 + (data[i] - 48)
+    while i < n and 48 <= data[i] <= 57:
+        v = v * 10 + (np.int64(data[i]) - 48)
         digits += 1
         i += 1
-    if digits == 0 or digits > 19 or (i < e and data[i] != 32 and data[i] != 9):
+    if digits == 0 or digits > 19 or not _at_token_end(data, i, n):
         return np.int64(0), i, False
     return (-v if neg else v), i, True
 
 
 @njit(cache=True, nogil=True)
-def _count_fields(data, s, e):
-    n = 0
-    i = _skip_space(data, s, e)
-    while i < e:
-        n += 1
-        while i < e and data[i] != 32 and data[i] != 9:
+def _bad_field(data, i, n, pow10):
+    """1-based index of the first field from ``i`` on that is not a number (error path only)."""
+    field = 0
+    while i < n and data[i] != 10:
+        while i < n and (data[i] == 32 or data[i] == 9 or data[i] == 13):
             i += 1
-        i = _skip_space(data, i, e)
-    return n
+        if i >= n or data[i] == 10:
+            break
+        field += 1
+        _, j, ok = _parse_number(data, i, n, pow10)
+        if not ok:
+            return field
+        i = j
+    return 0
 
 
 @njit(cache=True, nogil=True)
-def _next_content_line(data, pos, n, line):
-    """Skip blank lines; return (start, end, next pos, 1-based line number) or start -1 at EOF."""
-    while pos < n:
-        end, nxt = _line_end(data, pos, n)
-        line += 1
-        if not _is_blank(data, pos, end):
-            return pos, end, nxt, line
-        pos = nxt
-    return -1, -1, n, line
+def _int_line(data, pos, n, line, cls, pow10, expected_fields):
+    """A line that starts with an integer and has ``expected_fields`` fields.
+
+    Returns (status, value, a, b, next pos, line): status ``_OK`` or an error code with
+    its details ``a``/``b``.
+    """
+    s, line = _start_line(data, pos, n, line)
+    if s < 0:
+        return _EOF, 0, 0, 0, n, line + 1
+    value, i, ok = _parse_int(data, s, n)
+    if not ok:
+        return _NONNUM, 0, 1, 0, n, line
+    rest, bad, pos = _scan_rest(data, i, n, cls)
+    if bad:
+        return _NONNUM, 0, _bad_field(data, s, n, pow10), 0, n, line
+    if rest + 1 != expected_fields:
+        return _FIELDS, 0, rest + 1, expected_fields, n, line
+    return _OK, value, 0, 0, pos, line
 
 
 @njit(cache=True, nogil=True)
-def _parse_kernel(data, max_records, pow10):
+def _parse_kernel(data, max_records, pow10, cls):
     """Tokenise a whole file.
 
     Returns (status, line, a, b, n_frames, n_records, frame, slot, body_id, xyz);
@@ -236,86 +274,56 @@ def _parse_kernel(data, max_records, pow10):
     slot = np.empty(max_records, dtype=np.int8)
     body_id = np.empty(max_records, dtype=np.int64)
     xyz = np.zeros((max_records, 25, 3), dtype=np.float32)
-    pos = 0
-    line = 0
     rec = 0
 
-    # Header: frame count.
-    s, e, pos, line = _next_content_line(data, pos, n, line)
-    if s < 0:
-        return _EOF, line + 1, 0, 0, 0, 0, frame, slot, body_id, xyz
-    nf = _count_fields(data, s, e)
-    if nf != 1:
-        return _FIELDS, line, nf, 1, 0, 0, frame, slot, body_id, xyz
-    n_frames, _, ok = _parse_int(data, _skip_space(data, s, e), e)
-    if not ok:
-        return _NONNUM, line, 1, 0, 0, 0, frame, slot, body_id, xyz
+    st, n_frames, a, b, pos, line = _int_line(data, 0, n, 0, cls, pow10, 1)
+    if st != _OK:
+        return st, line, a, 0, 0, 0, frame, slot, body_id, xyz
     if n_frames < 0:
         return _NEGATIVE, line, n_frames, 0, 0, 0, frame, slot, body_id, xyz
 
     for t in range(n_frames):
-        s, e, pos, line = _next_content_line(data, pos, n, line)
-        if s < 0:
-            return _EOF, line + 1, 1, t, n_frames, rec, frame, slot, body_id, xyz
-        nf = _count_fields(data, s, e)
-        if nf != 1:
-            return _FIELDS, line, nf, 1, n_frames, rec, frame, slot, body_id, xyz
-        n_bodies, _, ok = _parse_int(data, _skip_space(data, s, e), e)
-        if not ok:
-            return _NONNUM, line, 1, 0, n_frames, rec, frame, slot, body_id, xyz
+        st, n_bodies, a, b, pos, line = _int_line(data, pos, n, line, cls, pow10, 1)
+        if st != _OK:
+            return st, line, (1 if st == _EOF else a), (t if st == _EOF else b), n_frames, rec, frame, slot, body_id, xyz
         if n_bodies < 0:
             return _NEGATIVE, line, n_bodies, 0, n_frames, rec, frame, slot, body_id, xyz
         for m in range(n_bodies):
-            # Body line: int64 id then 9 numbers.
-            s, e, pos, line = _next_content_line(data, pos, n, line)
-            if s < 0:
-                return _EOF, line + 1, 2, t, n_frames, rec, frame, slot, body_id, xyz
-            nf = _count_fields(data, s, e)
-            if nf != 10:
-                return _FIELDS, line, nf, 10, n_frames, rec, frame, slot, body_id, xyz
-            i = _skip_space(data, s, e)
-            bid, i, ok = _parse_int(data, i, e)
-            if not ok:
-                return _NONNUM, line, 1, 0, n_frames, rec, frame, slot, body_id, xyz
-            for f in range(9):
-                i = _skip_space(data, i, e)
-                _, i, ok = _parse_number(data, i, e, pow10)
-                if not ok:
-                    return _NONNUM, line, f + 2, 0, n_frames, rec, frame, slot, body_id, xyz
-            # Joint count.
-            s, e, pos, line = _next_content_line(data, pos, n, line)
-            if s < 0:
-                return _EOF, line + 1, 3, t, n_frames, rec, frame, slot, body_id, xyz
-            nf = _count_fields(data, s, e)
-            if nf != 1:
-                return _FIELDS, line, nf, 1, n_frames, rec, frame, slot, body_id, xyz
-            n_joints, _, ok = _parse_int(data, _skip_space(data, s, e), e)
-            if not ok:
-                return _NONNUM, line, 1, 0, n_frames, rec, frame, slot, body_id, xyz
-            if n_joints != 25:
-                return _JOINTS, line, n_joints, 25, n_frames, rec, frame, slot, body_id, xyz
+            st, bid, a, b, pos, line = _int_line(data, pos, n, line, cls, pow10, BODY_FIELDS)
+            if st != _OK:
+                return st, line, (2 if st == _EOF else a), (t if st == _EOF else b), n_frames, rec, frame, slot, body_id, xyz
+            st, n_joints, a, b, pos, line = _int_line(data, pos, n, line, cls, pow10, 1)
+            if st != _OK:
+                return st, line, (3 if st == _EOF else a), (t if st == _EOF else b), n_frames, rec, frame, slot, body_id, xyz
+            if n_joints != NUM_JOINTS:
+                return _JOINTS, line, n_joints, NUM_JOINTS, n_frames, rec, frame, slot, body_id, xyz
             if rec >= max_records:  # cannot happen: max_records bounds the line count
-                return _TRAILING, line, 0, 0, n_frames, rec, frame, slot, body_id, xyz
+                return _TRAILING, line, n_frames, 0, n_frames, rec, frame, slot, body_id, xyz
             frame[rec] = t
             slot[rec] = min(m, 127)
             body_id[rec] = bid
-            for v in range(25):
-                s, e, pos, line = _next_content_line(data, pos, n, line)
+            for v in range(NUM_JOINTS):
+                s, line = _start_line(data, pos, n, line)
                 if s < 0:
                     return _EOF, line + 1, 4, t, n_frames, rec, frame, slot, body_id, xyz
-                nf = _count_fields(data, s, e)
-                if nf != 12:
-                    return _FIELDS, line, nf, 12, n_frames, rec, frame, slot, body_id, xyz
                 i = s
-                for f in range(12):
-                    i = _skip_space(data, i, e)
-                    value, i, ok = _parse_number(data, i, e, pow10)
+                for f in range(3):
+                    if f:
+                        while i < n and (data[i] == 32 or data[i] == 9):
+                            i += 1
+                        if i >= n or data[i] == 10 or data[i] == 13:
+                            return _FIELDS, line, f, JOINT_FIELDS, n_frames, rec, frame, slot, body_id, xyz
+                    value, i, ok = _parse_number(data, i, n, pow10)
                     if not ok:
                         return _NONNUM, line, f + 1, 0, n_frames, rec, frame, slot, body_id, xyz
-                    if f < 3:
-                        xyz[rec, v, f] = value
+                    xyz[rec, v, f] = value
+                rest, bad, pos = _scan_rest(data, i, n, cls)
+                if bad:
+                    return _NONNUM, line, _bad_field(data, s, n, pow10), 0, n_frames, rec, frame, slot, body_id, xyz
+                if rest + 3 != JOINT_FIELDS:
+                    return _FIELDS, line, rest + 3, JOINT_FIELDS, n_frames, rec, frame, slot, body_id, xyz
             rec += 1
-    s, e, pos, line = _next_content_line(data, pos, n, line)
+    s, line = _start_line(data, pos, n, line)
     if s >= 0:
         return _TRAILING, line, n_frames, 0, n_frames, rec, frame, slot, body_id, xyz
     return _OK, 0, 0, 0, n_frames, rec, frame, slot, body_id, xyz
@@ -353,7 +361,7 @@ def parse_skeleton(data, path="<bytes>") -> Skeleton:
     """
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     max_records = int(np.count_nonzero(buf == 10)) // (NUM_JOINTS + 2) + 1
-    status, line, a, b, n_frames, n_rec, frame, slot, body_id, xyz = _parse_kernel(buf, max_records, _POW10)
+    status, line, a, b, n_frames, n_rec, frame, slot, body_id, xyz = _parse_kernel(buf, max_records, _POW10, _CLASS)
     if status != _OK:
         raise SkeletonFormatError(path, line, _error_message(status, a, b))
     return Skeleton(int(n_frames), frame[:n_rec].copy(), slot[:n_rec].copy(), body_id[:n_rec].copy(),
