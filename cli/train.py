@@ -13,6 +13,7 @@ from ikem_data import __version__
         "distill": "ikem_cli.train_commands:distill",
         "linear": "ikem_cli.train_commands:linear",
         "fuse": "ikem_cli.train_commands:fuse",
+        "demo": "ikem_cli.demo:demo",
     },
 )
 @click.version_option(__version__, prog_name="ikem-train")
