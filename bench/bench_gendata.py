@@ -3,7 +3,8 @@
 The baseline reads like the reference (`ntu_read_skeleton.py`): line by line, a dict per
 body and per joint, then fills a (3, T, 25, 2) array. Both run in this one process (one
 core) on the same real files from ../shared/data/ntu_rgbd_skeleton, several rounds each.
-Then a full `gendata` run (one worker) into a temporary zarr store.
+Then full `gendata` runs (1 and --workers processes) over the files linked --copies
+times under new names into a temporary folder, written to a temporary zarr store.
 
     python bench/bench_gendata.py [--raw FOLDER] [--rounds 5]
 
@@ -73,6 +74,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--raw", type=Path, default=DEFAULT_RAW, help="folder of .skeleton files")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (best is kept)")
+    parser.add_argument("--copies", type=int, default=20, help="links of each file for the gendata run")
+    parser.add_argument("--workers", type=int, default=2, help="workers for the second gendata run")
     args = parser.parse_args()
     files = sorted(args.raw.glob("*.skeleton"))
     if not files:
@@ -89,11 +92,22 @@ def main():
 
     from ikem_data.gendata import gendata
 
+    # End to end on a bigger folder: the real files linked under new names (subjects 1-99).
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        gendata(args.raw, Path(tmp) / "bench.zarr", workers=1, progress=False, log=lambda m: None)
-        t_gen = time.perf_counter() - start
-    print(f"gendata end to end (1 worker, zarr): {megabytes / t_gen:8.2f} MB/s  {len(files) / t_gen:8.1f} files/s")
+        raw = Path(tmp) / "raw"
+        raw.mkdir()
+        copies = 0
+        for subject in range(1, args.copies + 1):
+            for path in files:
+                (raw / f"{path.stem[:8]}P{subject:03d}{path.stem[12:]}.skeleton").symlink_to(path.resolve())
+                copies += 1
+        size = megabytes * args.copies
+        for workers in sorted({1, args.workers}):
+            start = time.perf_counter()
+            gendata(raw, Path(tmp) / f"bench{workers}.zarr", workers=workers, progress=False, log=lambda m: None)
+            t_gen = time.perf_counter() - start
+            print(f"gendata end to end ({copies} files, {workers} worker{'s' if workers > 1 else ''}, zarr): "
+                  f"{size / t_gen:8.2f} MB/s  {copies / t_gen:8.1f} files/s")
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
 
