@@ -16,6 +16,15 @@ TINY = dict(hidden_channels=4, hidden_dim=16, feature_dim=8, queue_size=32)
 B, K = 8, 32
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread, and much faster when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _views(seed=0, n=B, t=50):
     g = torch.Generator().manual_seed(seed)
     x = 0.3 * torch.randn(n, 3, t, 25, 2, generator=g)
@@ -45,13 +54,13 @@ def real_views(ntu_dir):
 
 @pytest.fixture(scope="module")
 def teacher(real_views):
-    """A six-modality teacher after 2 phase-1 and 2 phase-2 SGD steps on real NTU data."""
+    """A six-modality teacher after 1 phase-1 and 2 phase-2 SGD steps on real NTU data."""
     torch.manual_seed(0)
     config = dict(modalities=list(MODALITIES), cross_epoch=1, **TINY)
     model = PretrainModel(**config)
     optim = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     losses = []
-    for epoch in (1, 1, 2, 2):
+    for epoch in (1, 2, 2):
         out = model(*real_views, epoch)
         optim.zero_grad()
         out["loss"].backward()
@@ -62,9 +71,9 @@ def teacher(real_views):
 
 def test_pretrain_steps_on_real_data_are_finite(teacher):
     _, _, losses = teacher
-    for out in losses[:2]:
+    for out in losses[:1]:
         assert set(out) == {"loss"} | {f"loss/nce/{m}" for m in MODALITIES}
-    for out in losses[2:]:
+    for out in losses[1:]:
         assert set(out) == {"loss"} | {f"loss/{kind}/{m}" for kind in ("cross", "ikem") for m in MODALITIES}
     for out in losses:
         assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
@@ -83,7 +92,7 @@ def test_state_dict_layout(teacher):
         assert state[f"queue_{m}"].shape == (8, K)
     assert state["ikem_head.joint.net.2.weight"].shape == (48, 48)  # 6 × feature_dim
     assert [k for k in state if "ptr" in k] == ["queue_ptr"]  # one pointer for all queues
-    assert int(state["queue_ptr"]) == (4 * B) % K
+    assert int(state["queue_ptr"]) == (3 * B) % K
 
 
 def test_shared_pointer_moves_all_queues_together():
