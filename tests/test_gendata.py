@@ -272,3 +272,53 @@ def test_real_long_sequence_not_truncated(ntu_dir, tmp_path):
         xyz, _ = read_xyz(raw / "S001C001P001R001A002.skeleton")
         np.testing.assert_array_equal(store["raw/xyz"][1], xyz)
         assert store.attrs["gendata"]["frames_stats"]["over_300"] == 1
+
+
+def test_sigint_leaves_a_resumable_store(ntu_dir, real_zarr, tmp_path):
+    """A real Ctrl-C (SIGINT to the command's process) mid-run, then the same command again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in sorted(ntu_dir.glob("*.skeleton")):
+        (raw / path.name).symlink_to(path)
+    out = tmp_path / "sigint.zarr"
+    code = ("import sys, time\n"
+            "import ikem_data.skeleton as sk\n"
+            "real = sk.load_xyz\n"
+            "def slow(*a, **k):\n"
+            "    time.sleep(0.15)\n"
+            "    return real(*a, **k)\n"
+            "sk.load_xyz = slow\n"
+            "from ikem_cli.data import main\n"
+            "sys.argv = ['ikem-data'] + sys.argv[1:]\n"
+            "main()\n")
+    args = [sys.executable, "-c", code, "gendata", "--raw", str(raw), "--out", str(out), "--workers", "1",
+            "--chunk-size", "4", "--no-progress"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:  # wait until the first chunk is on disk
+        try:
+            with open_store(out) as store:
+                if store.attrs["gendata"]["written"] >= 4:
+                    break
+        except (FileNotFoundError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 130, output
+    assert "resumable" in output and "Traceback" not in output
+    with open_store(out) as store:
+        state = store.attrs["gendata"]
+        assert state["complete"] is False and state["written"] in (4, 8)
+    result = _run("gendata", "--raw", raw, "--out", out, "--workers", 1, "--chunk-size", 4, "--no-progress")
+    assert result.exit_code == 0 and "resuming" in result.output, result.output
+    a, b = _arrays(out), _arrays(real_zarr)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -159,3 +159,33 @@ def test_error_carries_path(tmp_path):
     (tmp_path / "empty.skeleton").write_bytes(b"")
     with pytest.raises(SkeletonFormatError, match="frame count"):
         read_frame_count(tmp_path / "empty.skeleton")
+
+
+def test_random_numbers_equal_python_float():
+    """22 500 tokens in the shapes real files and other writers produce, parsed like float()."""
+    rng = np.random.default_rng(7)
+    tokens = []
+    for _ in range(3000):
+        kind = rng.integers(6)
+        if kind == 0:
+            tokens.append(repr(float(rng.normal())))
+        elif kind == 1:
+            tokens.append("%.7g" % rng.normal(scale=10.0 ** rng.integers(-4, 4)))
+        elif kind == 2:
+            tokens.append("%.*f" % (int(rng.integers(0, 12)), rng.normal(scale=10.0 ** rng.integers(-3, 6))))
+        elif kind == 3:
+            tokens.append(str(int(rng.integers(-10**6, 10**6))))
+        elif kind == 4:
+            tokens.append("%.3e" % rng.normal())
+        else:
+            digits = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(1, 20))))
+            tokens.append(("-" if rng.random() < 0.5 else "") + "0." + digits)
+    rows = [tokens[3 * k: 3 * k + 3] for k in range(len(tokens) // 3)]
+    frames = len(rows) // 25
+    text = [str(frames)]
+    for t in range(frames):
+        text += ["1", "5 0 0 0 0 0 0 0 0 2", "25"]
+        text += [" ".join(row) + " 0 0 0 0 0 0 0 0 2" for row in rows[25 * t: 25 * t + 25]]
+    got = parse_skeleton(("\n".join(text) + "\n").encode()).xyz.reshape(-1, 3)
+    want = np.array([[float(x) for x in row] for row in rows[: 25 * frames]]).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
