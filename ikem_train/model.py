@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ikem_data.bones import BONE_PAIRS
 from ikem_data.names import MODALITIES, STUDENT_MODALITIES, resolve_modalities
 from ikem_train.crossclr import cross_modal_losses
 from ikem_train.distill import distill_loss
@@ -45,6 +46,11 @@ class Encoder(nn.Module):
     def forward(self, x):
         h = self.backbone(x)
         return self.head(h), h
+
+
+def _check_sizes(queue_size, topk):
+    if queue_size <= 0 or topk < 1 or topk > queue_size:
+        raise ValueError(f"need 1 <= topk <= queue_size, got topk={topk}, queue_size={queue_size}")
 
 
 def _check_phase_keys(frozen):
@@ -85,8 +91,9 @@ class PretrainModel(nn.Module):
         if key_init not in ("copy", "reinit"):
             raise ValueError(f"key_init must be 'copy' or 'reinit', not {key_init!r}")
         _check_phase_keys(cross_phase_frozen_keys)
-        if queue_size <= 0 or topk < 1 or topk > queue_size:
-            raise ValueError(f"need 1 <= topk <= queue_size, got topk={topk}, queue_size={queue_size}")
+        _check_sizes(queue_size, topk)
+        if bone_pairs not in BONE_PAIRS:
+            raise ValueError(f"unknown bone_pairs {bone_pairs!r}; valid: {', '.join(BONE_PAIRS)}")
         self.queue_size, self.momentum, self.temperature = int(queue_size), float(momentum), float(temperature)
         self.cross_epoch, self.topk, self.context = int(cross_epoch), int(topk), bool(context)
         self.use_ikem = bool(ikem) and len(self.modalities) > 1
@@ -221,6 +228,7 @@ class DistillModel(nn.Module):
         if set(teacher_modalities) != set(MODALITIES):
             raise ValueError(f"the teacher must be a six-modality PretrainModel ({', '.join(MODALITIES)}); "
                              f"its config has modalities {list(teacher_modalities)}")
+        _check_sizes(queue_size, topk)
         self.teacher_modalities = MODALITIES  # the reference order j, m, b, a, r, o
         self.student_modalities = resolve_modalities(student_modalities)
         self.teacher_mode = teacher_mode
@@ -266,7 +274,7 @@ class DistillModel(nn.Module):
             parts = []
             for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
                 if items:
-                    shown = ", ".join(f"query.{i}" if label != "shape mismatch" else f"query.{i}" for i in items[:8])
+                    shown = ", ".join(f"query.{item}" for item in items[:8])
                     parts.append(f"{label} ({len(items)}): {shown}{' ...' if len(items) > 8 else ''}")
             raise ValueError("the teacher checkpoint does not match its config: " + "; ".join(parts))
         self.teacher.load_state_dict(given, strict=True)

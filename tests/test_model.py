@@ -262,3 +262,14 @@ def test_encoder_state_dicts_load_strictly(teacher):
     assert torch.equal(states["bone"]["data_bn.weight"], student.student.bone.backbone.data_bn.weight)
     with pytest.raises(KeyError, match="no encoder for modality 'acceleration'; it has: joint, motion, bone"):
         encoder_state_dicts(student.state_dict(), "joint,acceleration")
+
+
+def test_constructor_rejects_bad_switches():
+    with pytest.raises(ValueError, match="unknown bone_pairs 'aimclr'"):
+        PretrainModel("joint", bone_pairs="aimclr", **TINY)
+    with pytest.raises(ValueError, match="topk=33"):
+        PretrainModel("joint,bone", topk=33, **TINY)
+    with pytest.raises(ValueError, match="cross_phase_frozen_keys"):
+        PretrainModel("joint,bone", cross_phase_frozen_keys=("jiont",), **TINY)
+    with pytest.raises(ValueError, match="unknown modality 'skeleton'"):
+        PretrainModel("joint,skeleton", **TINY)
