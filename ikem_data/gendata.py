@@ -23,6 +23,7 @@ Memory stays bounded: one chunk buffer plus a few in-flight files per worker.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import signal
 import time
@@ -372,7 +373,10 @@ def _run(store, state, samples, params, workers, progress, stop_after_chunks):
     pool = None
     try:
         if workers > 1 and len(todo) > 1:
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_worker_init)
+            # spawn, not fork: the parent runs zarr's I/O thread, and forking a threaded
+            # process can deadlock the child.
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_worker_init,
+                                       mp_context=multiprocessing.get_context("spawn"))
             results = _ordered(pool, tasks(), depth=4 * workers)
         else:
             results = ((k, load_sample(task)) for k, task in tasks())
