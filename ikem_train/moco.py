@@ -35,8 +35,12 @@ def momentum_update(key, query, momentum):
         key, query: modules of identical structure.
         momentum: m in [0, 1].
     """
-    for k, q in zip(key.parameters(), query.parameters()):
-        k.mul_(momentum).add_(q.detach().to(k.dtype), alpha=1.0 - momentum)
+    k_params = list(key.parameters())
+    q_params = [q.detach() for q in query.parameters()]
+    if len(k_params) != len(q_params):
+        raise ValueError(f"key and query modules differ: {len(k_params)} vs {len(q_params)} parameters")
+    torch._foreach_mul_(k_params, momentum)  # one fused launch per op instead of one per tensor
+    torch._foreach_add_(k_params, q_params, alpha=1.0 - momentum)
 
 
 @torch.no_grad()
