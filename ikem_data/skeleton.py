@@ -92,7 +92,7 @@ _CLASS[np.frombuffer(b" \t\r", dtype=np.uint8)] = 1
 _CLASS[10] = 2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _start_line(data, pos, n, line):
     """Skip blank lines from ``pos``; return (first non-blank byte or -1 at EOF, line number)."""
     while pos < n:
@@ -104,6 +104,77 @@ def _start_line(data, pos, n, line):
             return i, line
         pos = i + 1
     return -1, line
+
+
+# Byte-lane constants for the 8-bytes-at-a-time scan.
+_L01 = np.uint64(0x0101010101010101)
+_L7F = np.uint64(0x7F7F7F7F7F7F7F7F)
+_L80 = np.uint64(0x8080808080808080)
+_L0A = np.uint64(0x0A0A0A0A0A0A0A0A)
+_L21 = np.uint64(0x2121212121212121)
+
+
+@njit(cache=True, nogil=True)
+def _all_valid(data):
+    """True when every byte may occur in a well-formed file (digits, + - . e E, blanks, LF).
+
+    A vectorisable pass; when it holds, fields need only be counted, not classified.
+    """
+    bad = 0
+    for i in range(data.shape[0]):
+        c = data[i]
+        ok = ((c == 9) | (c == 10) | (c == 13) | (c == 32) | (c == 43) | (c == 45) | (c == 46)
+              | ((c >= 48) & (c <= 57)) | (c == 69) | (c == 101))
+        bad |= 1 - np.uint8(ok)
+    return bad == 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _scan_rest_words(data, words, i, n):
+    """:func:`_scan_rest` for files known to hold only valid bytes, 8 bytes at a time.
+
+    Per 64-bit word: non-blank bytes (>= 0x21) and the line feed are flagged in the high
+    bit of each byte lane; a field starts at a non-blank byte after a blank one.
+    """
+    fields = 0
+    prev_blank = 1
+    while i < n and (i & 7) != 0:  # up to the next word boundary, byte by byte
+        c = data[i]
+        if c == 10:
+            return fields, 0, i + 1
+        nonblank = 1 if c > 32 else 0
+        fields += nonblank & prev_blank
+        prev_blank = 1 - nonblank
+        i += 1
+    carry = np.uint64(0) if prev_blank else np.uint64(0x80)
+    k = i >> 3
+    while k < words.shape[0]:
+        w = words[k]
+        t = w ^ _L0A
+        newline = ~(((t & _L7F) + _L7F) | t | _L7F)
+        nonblank = ((w | _L80) - _L21) & _L80
+        if newline != np.uint64(0):
+            low = newline & (~newline + np.uint64(1))
+            nonblank &= low - np.uint64(1)
+            starts = nonblank & ~((nonblank << np.uint64(8)) | carry)
+            fields += np.int64((((starts >> np.uint64(7)) * _L01) >> np.uint64(56)))
+            at = np.int64(((((low - np.uint64(1)) & _L01) * _L01) >> np.uint64(56))) - 1
+            return fields, 0, 8 * k + at + 1
+        starts = nonblank & ~((nonblank << np.uint64(8)) | carry)
+        fields += np.int64((((starts >> np.uint64(7)) * _L01) >> np.uint64(56)))
+        carry = (nonblank >> np.uint64(56)) & np.uint64(0x80)
+        k += 1
+    i = 8 * k
+    prev_blank = 0 if carry else 1
+    while i < n:  # the tail after the last whole word
+        c = data[i]
+        if c == 10:
+            return fields, 0, i + 1
+        nonblank = 1 if c > 32 else 0
+        fields += nonblank & prev_blank
+        prev_blank = 1 - nonblank
+        i += 1
+    return fields, 0, n
 
 
 @njit(cache=True, nogil=True)
@@ -128,12 +199,12 @@ def _scan_rest(data, i, n, cls):
     return fields, bad, (i + 1 if i < n else n)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _at_token_end(data, i, n):
     return i >= n or data[i] == 32 or data[i] == 9 or data[i] == 13 or data[i] == 10
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _parse_number(data, i, n, pow10):
     """Parse one decimal number at ``i`` (sign, digits, fraction, exponent).
 
@@ -205,7 +276,7 @@ def _parse_number(data, i, n, pow10):
     return -value if neg else value, i, True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _parse_int(data, i, n):
     """Parse an optionally signed integer token (at most 19 digits); return (value, next index, ok)."""
     neg = False
@@ -241,7 +312,7 @@ def _bad_field(data, i, n, pow10):
 
 
 @njit(cache=True, nogil=True)
-def _int_line(data, pos, n, line, cls, pow10, expected_fields):
+def _int_line(data, words, fast, pos, n, line, cls, pow10, expected_fields):
     """A line that starts with an integer and has ``expected_fields`` fields.
 
     Returns (status, value, a, b, next pos, line): status ``_OK`` or an error code with
@@ -253,7 +324,10 @@ def _int_line(data, pos, n, line, cls, pow10, expected_fields):
     value, i, ok = _parse_int(data, s, n)
     if not ok:
         return _NONNUM, 0, 1, 0, n, line
-    rest, bad, pos = _scan_rest(data, i, n, cls)
+    if fast:
+        rest, bad, pos = _scan_rest_words(data, words, i, n)
+    else:
+        rest, bad, pos = _scan_rest(data, i, n, cls)
     if bad:
         return _NONNUM, 0, _bad_field(data, s, n, pow10), 0, n, line
     if rest + 1 != expected_fields:
@@ -262,7 +336,7 @@ def _int_line(data, pos, n, line, cls, pow10, expected_fields):
 
 
 @njit(cache=True, nogil=True)
-def _parse_kernel(data, max_records, pow10, cls):
+def _parse_kernel(data, words, fast, max_records, pow10, cls):
     """Tokenise a whole file.
 
     Returns (status, line, a, b, n_frames, n_records, frame, slot, body_id, xyz);
@@ -276,23 +350,23 @@ def _parse_kernel(data, max_records, pow10, cls):
     xyz = np.zeros((max_records, 25, 3), dtype=np.float32)
     rec = 0
 
-    st, n_frames, a, b, pos, line = _int_line(data, 0, n, 0, cls, pow10, 1)
+    st, n_frames, a, b, pos, line = _int_line(data, words, fast, 0, n, 0, cls, pow10, 1)
     if st != _OK:
         return st, line, a, 0, 0, 0, frame, slot, body_id, xyz
     if n_frames < 0:
         return _NEGATIVE, line, n_frames, 0, 0, 0, frame, slot, body_id, xyz
 
     for t in range(n_frames):
-        st, n_bodies, a, b, pos, line = _int_line(data, pos, n, line, cls, pow10, 1)
+        st, n_bodies, a, b, pos, line = _int_line(data, words, fast, pos, n, line, cls, pow10, 1)
         if st != _OK:
             return st, line, (1 if st == _EOF else a), (t if st == _EOF else b), n_frames, rec, frame, slot, body_id, xyz
         if n_bodies < 0:
             return _NEGATIVE, line, n_bodies, 0, n_frames, rec, frame, slot, body_id, xyz
         for m in range(n_bodies):
-            st, bid, a, b, pos, line = _int_line(data, pos, n, line, cls, pow10, BODY_FIELDS)
+            st, bid, a, b, pos, line = _int_line(data, words, fast, pos, n, line, cls, pow10, BODY_FIELDS)
             if st != _OK:
                 return st, line, (2 if st == _EOF else a), (t if st == _EOF else b), n_frames, rec, frame, slot, body_id, xyz
-            st, n_joints, a, b, pos, line = _int_line(data, pos, n, line, cls, pow10, 1)
+            st, n_joints, a, b, pos, line = _int_line(data, words, fast, pos, n, line, cls, pow10, 1)
             if st != _OK:
                 return st, line, (3 if st == _EOF else a), (t if st == _EOF else b), n_frames, rec, frame, slot, body_id, xyz
             if n_joints != NUM_JOINTS:
@@ -317,7 +391,10 @@ def _parse_kernel(data, max_records, pow10, cls):
                     if not ok:
                         return _NONNUM, line, f + 1, 0, n_frames, rec, frame, slot, body_id, xyz
                     xyz[rec, v, f] = value
-                rest, bad, pos = _scan_rest(data, i, n, cls)
+                if fast:
+                    rest, bad, pos = _scan_rest_words(data, words, i, n)
+                else:
+                    rest, bad, pos = _scan_rest(data, i, n, cls)
                 if bad:
                     return _NONNUM, line, _bad_field(data, s, n, pow10), 0, n_frames, rec, frame, slot, body_id, xyz
                 if rest + 3 != JOINT_FIELDS:
@@ -361,7 +438,13 @@ def parse_skeleton(data, path="<bytes>") -> Skeleton:
     """
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     max_records = int(np.count_nonzero(buf == 10)) // (NUM_JOINTS + 2) + 1
-    status, line, a, b, n_frames, n_rec, frame, slot, body_id, xyz = _parse_kernel(buf, max_records, _POW10, _CLASS)
+    buf = np.ascontiguousarray(buf, dtype=np.uint8)
+    words = np.frombuffer(buf, dtype=np.uint64, count=buf.size // 8)
+    # Valid bytes only (the usual case): count fields 8 bytes at a time. Otherwise the
+    # byte-by-byte scan finds the offending field and line.
+    fast = bool(_all_valid(buf))
+    status, line, a, b, n_frames, n_rec, frame, slot, body_id, xyz = _parse_kernel(
+        buf, words, fast, max_records, _POW10, _CLASS)
     if status != _OK:
         raise SkeletonFormatError(path, line, _error_message(status, a, b))
     return Skeleton(int(n_frames), frame[:n_rec].copy(), slot[:n_rec].copy(), body_id[:n_rec].copy(),
