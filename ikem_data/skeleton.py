@@ -3,9 +3,11 @@
 The whole file is read as bytes and tokenised by one numba kernel: no Python string,
 list or dict per line. Accepted: LF and CRLF line ends, blank lines, spaces or tabs
 between fields, frames with 0 bodies (kept as all-zero frames), any number of bodies
-per frame, body IDs parsed as int64 (never via a float). Every token is checked to be
-a number, every line to have its field count (frame count 1, body count 1, body line
-10, joint count 1 and equal to 25, joint line 12), and the content to match the header.
+per frame, body IDs parsed as int64 (never via a float). Counts, body IDs and x, y, z
+are converted strictly; the other fields (used by nobody) are checked to hold only
+numeric characters (digits, ``+ - . e E``), so ``27x.4`` is caught but ``1.2.3`` is not.
+Every line must have its field count (frame count 1, body count 1, body line 10, joint
+count 1 and equal to 25, joint line 12), and the content must match the header.
 A violation raises :class:`SkeletonFormatError` naming the file, the 1-based line and
 what was expected.
 

@@ -59,6 +59,8 @@ def test_crlf_equals_lf_and_blank_lines(tmp_path):
     crlf = parse_skeleton(skeleton_text(frames, newline="\r\n").encode())
     np.testing.assert_array_equal(select_bodies(lf), select_bodies(crlf))
     np.testing.assert_array_equal(select_bodies(lf), expected_listed(frames))
+    loose = skeleton_text(frames).replace(" 0 ", " \t 0  ").replace("\n", "  \r\n\n")  # tabs, runs, blanks
+    np.testing.assert_array_equal(select_bodies(parse_skeleton(loose.encode())), expected_listed(frames))
     no_final_newline = parse_skeleton(skeleton_text(frames).rstrip("\n").encode())
     np.testing.assert_array_equal(select_bodies(no_final_newline), expected_listed(frames))
 
@@ -140,6 +142,8 @@ def test_malformed_files_name_line_and_expectation():
     assert err.line == 30 and "content after the last frame" in str(err)
     err = _malformed("".join(good[:2] + ["1.5 0 1 1 1 1 0 0.1 0.2 2\n"] + good[3:]))
     assert err.line == 3 and "field 1 is not a number" in str(err)
+    err = _malformed("".join(good[:2] + ["7 0 1 1 1 1 0 0.1 0.2x 2\n"] + good[3:]))
+    assert err.line == 3 and "field 9 is not a number" in str(err)
     err = _malformed("".join(good[:2] + ["7 0 1 1 1 1 0 0.1 0.2\n"] + good[3:]))
     assert err.line == 3 and "expected 10 fields, found 9" in str(err)
     err = _malformed("")
