@@ -211,7 +211,7 @@ def _save_state(store, state):
 
 def gendata(raw=None, out=None, *, input_format="ntu", dataset=None, labels=None, body_policy="listed",
             max_bodies=2, ignore_list=None, on_error="stop", chunk_size=16, workers=None, overwrite=False,
-            progress=True, stop_after_chunks=None, log=print):
+            progress=True, write_chunks=4, stop_after_chunks=None, log=print):
     """Build (or continue) the ``raw/`` part of a store from raw files.
 
     Args:
@@ -229,7 +229,10 @@ def gendata(raw=None, out=None, *, input_format="ntu", dataset=None, labels=None
         workers: parser processes (default ``os.cpu_count()``; 1 parses in this process).
         overwrite: replace a store made with other parameters.
         progress: show a tqdm bar (files/s).
-        stop_after_chunks: testing aid: raise ``KeyboardInterrupt`` after this many chunk
+        write_chunks: chunks of samples gathered per write (zarr compresses the chunks of
+            one write in parallel); the state is saved after each write. Not a parameter of
+            the store: a rerun may use another value.
+        stop_after_chunks: testing aid: raise ``KeyboardInterrupt`` after this many
             writes in this call, as a Ctrl-C would.
         log: callable for one-line messages.
 
@@ -276,7 +279,7 @@ def gendata(raw=None, out=None, *, input_format="ntu", dataset=None, labels=None
         state = _start(out, job, input_format, log)
         store = open_store(out, "r+")
     try:
-        state = _run(store, state, samples, params, workers, progress, stop_after_chunks)
+        state = _run(store, state, samples, params, workers, progress, write_chunks, stop_after_chunks)
         if state["next_file"] >= len(samples) and not state["complete"]:
             state = _finish(store, state, samples, params, job["skipped"])
             log(f"wrote {state['n_samples']} samples to {out}"
@@ -322,7 +325,7 @@ def _start(out, job, input_format, log):
     return state
 
 
-def _run(store, state, samples, params, workers, progress, stop_after_chunks):
+def _run(store, state, samples, params, workers, progress, write_chunks, stop_after_chunks):
     """Parse from ``state["next_file"]`` on and write chunk by chunk."""
     if "raw/name" not in store:  # interrupted while creating the arrays
         width = max(1, max(len(s["name"].encode()) for s in samples))
@@ -335,7 +338,8 @@ def _run(store, state, samples, params, workers, progress, stop_after_chunks):
         state["next_file"] = len(samples)
         return state
     arrays = {name: store[f"raw/{name}"] for name in RAW_ARRAYS}
-    buf = np.zeros((chunk, 3, t_max, NUM_JOINTS, m), dtype=np.float32)
+    block = chunk * max(1, int(write_chunks))  # a multiple of the chunk: writes stay chunk-aligned
+    buf = np.zeros((block, 3, t_max, NUM_JOINTS, m), dtype=np.float32)
     meta = {name: [] for name in RAW_ARRAYS if name != "xyz"}
     pending_failed = []
     chunks_done = 0
@@ -355,7 +359,7 @@ def _run(store, state, samples, params, workers, progress, stop_after_chunks):
         state["failed"] = state["failed"] + pending_failed
         pending_failed.clear()
         _save_state(store, state)
-        buf[:] = 0
+        buf[:n] = 0
         for values in meta.values():
             values.clear()
         chunks_done += 1
@@ -384,6 +388,7 @@ def _run(store, state, samples, params, workers, progress, stop_after_chunks):
             bar.update(1)
             if result[0] == "error":
                 if params["on_error"] == "stop":
+                    flush_buffer(k)  # keep the good samples before it
                     raise GendataError(result[1] + " (the store is resumable: fix or remove the file, "
                                                    "or rerun with --on-error skip)")
                 pending_failed.append(dict(file=samples[k]["path"], reason=result[1]))
@@ -393,6 +398,7 @@ def _run(store, state, samples, params, workers, progress, stop_after_chunks):
                     result = ("error", f"{samples[k]['path']}: {n_frames} frames, more than the {t_max} "
                                        f"recorded when {store.path} was started; rerun with --overwrite")
                     if params["on_error"] == "stop":
+                        flush_buffer(k)
                         raise GendataError(result[1])
                     pending_failed.append(dict(file=samples[k]["path"], reason=result[1]))
                     continue
@@ -405,7 +411,7 @@ def _run(store, state, samples, params, workers, progress, stop_after_chunks):
                 for field, value in zip(ID_FIELDS, sample["ids"]):
                     meta[field].append(value)
                 meta["name"].append(sample["name"].encode())
-            if len(meta["name"]) == chunk:
+            if len(meta["name"]) == block:
                 flush_buffer(k + 1)
         flush_buffer(len(samples))
     finally:

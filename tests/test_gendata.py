@@ -95,7 +95,8 @@ def test_info_reports(real_zarr):
 def test_interrupted_run_resumes_to_the_same_store(ntu_dir, real_zarr, tmp_path):
     out = tmp_path / "resume.zarr"
     with pytest.raises(KeyboardInterrupt):
-        gendata(ntu_dir, out, workers=1, chunk_size=4, progress=False, stop_after_chunks=2, log=lambda m: None)
+        gendata(ntu_dir, out, workers=1, chunk_size=4, write_chunks=1, progress=False, stop_after_chunks=2,
+                log=lambda m: None)
     with open_store(out) as store:
         state = store.attrs["gendata"]
         assert state["complete"] is False and state["written"] == 8 and state["next_file"] == 8
@@ -298,7 +299,7 @@ def test_sigint_leaves_a_resumable_store(ntu_dir, real_zarr, tmp_path):
             "sys.argv = ['ikem-data'] + sys.argv[1:]\n"
             "main()\n")
     args = [sys.executable, "-c", code, "gendata", "--raw", str(raw), "--out", str(out), "--workers", "1",
-            "--chunk-size", "4", "--no-progress"]
+            "--chunk-size", "1", "--no-progress"]  # 4 samples per write
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 30
     while time.time() < deadline:  # wait until the first chunk is on disk
@@ -316,7 +317,7 @@ def test_sigint_leaves_a_resumable_store(ntu_dir, real_zarr, tmp_path):
     with open_store(out) as store:
         state = store.attrs["gendata"]
         assert state["complete"] is False and state["written"] in (4, 8)
-    result = _run("gendata", "--raw", raw, "--out", out, "--workers", 1, "--chunk-size", 4, "--no-progress")
+    result = _run("gendata", "--raw", raw, "--out", out, "--workers", 1, "--chunk-size", 1, "--no-progress")
     assert result.exit_code == 0 and "resuming" in result.output, result.output
     a, b = _arrays(out), _arrays(real_zarr)
     assert a.keys() == b.keys()
