@@ -377,6 +377,10 @@ def _run(store, state, samples, params, workers, progress, write_chunks, stop_af
     pool = None
     try:
         if workers > 1 and len(todo) > 1:
+            if params["input_format"] == "ntu":  # compile (or load) the parser once, here,
+                from ikem_data.skeleton import parse_skeleton  # so workers load it from the cache
+
+                parse_skeleton(b"0\n")
             # spawn, not fork: the parent runs zarr's I/O thread, and forking a threaded
             # process can deadlock the child.
             pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_worker_init,
