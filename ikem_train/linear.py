@@ -182,7 +182,7 @@ def linear_evaluate(checkpoint, store_path, benchmark, cfg: Config, run_dir, *, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         if epoch % lc.eval_interval == 0 or epoch == lc.epochs:
             with torch.no_grad():
                 per = logits_of(x_val_d).cpu()
