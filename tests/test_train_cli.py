@@ -1,0 +1,58 @@
+"""`ikem-train` bad input: one clear line, non-zero exit, nothing written to the run folder."""
+
+import pytest
+from click.testing import CliRunner
+
+from ikem_cli.train import main as ikem_train
+from ikem_data.store import open_store
+from ikem_train.data import write_synthetic_store
+
+TINY = ["--set", "data.batch_size=4", "--set", "data.num_workers=0", "--set", "model.queue_size=8",
+        "--set", "optim.epochs=1", "--set", "run.progress=false", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    full = write_synthetic_store(root / "full.zarr", n_train=8, n_val=4, frames=12, persons=1)
+    raw_only = write_synthetic_store(root / "raw.zarr", n_train=8, n_val=4, frames=12, persons=1, modalities=["bone"])
+    with open_store(raw_only, "r+") as store:
+        store.attrs["modalities"] = {"complete": False}
+    return full, raw_only
+
+
+def _fails(args, *expected):
+    result = CliRunner().invoke(ikem_train, args)
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    for text in expected:
+        assert text in result.output, result.output
+    return result
+
+
+@pytest.mark.parametrize("case", ["no-modalities", "benchmark", "unknown-key", "bad-value", "queue", "modality"])
+def test_pretrain_bad_input_is_one_clear_line(stores, tmp_path, case):
+    full, raw_only = stores
+    run = tmp_path / "run"
+    base = ["pretrain", "--store", str(full), "--benchmark", "ntu60-xsub", "--run", str(run), *TINY]
+    args, expected = {
+        "no-modalities": (["pretrain", "--store", str(raw_only), "--benchmark", "ntu60-xsub", "--run", str(run),
+                           "--modalities", "joint", *TINY], ["ikem-data modalities"]),
+        "benchmark": ([*base[:3], "--benchmark", "ntu120-xset", *base[5:]], ["ntu120-xset", "ntu60-xsub"]),
+        "unknown-key": ([*base, "--set", "optim.lrr=0.5"], ["lrr"]),
+        "bad-value": ([*base, "--set", "optim.lr=-1"], ["optim.lr"]),
+        "queue": ([*base, "--set", "model.queue_size=10"], ["not divisible"]),
+        "modality": ([*base, "--modalities", "joint,elbow"], ["elbow", "angular_velocity"]),
+    }[case]
+    _fails(args, *expected)
+    assert not run.exists() or not any(run.iterdir())
+
+
+def test_distill_refuses_a_teacher_that_is_not_six_modality(stores, tmp_path):
+    full, _ = stores
+    teacher = tmp_path / "one"
+    result = CliRunner().invoke(ikem_train, ["pretrain", "--store", str(full), "--benchmark", "ntu60-xsub",
+                                             "--run", str(teacher), "--modalities", "joint", *TINY])
+    assert result.exit_code == 0, result.output
+    _fails(["distill", "--store", str(full), "--benchmark", "ntu60-xsub", "--run", str(tmp_path / "student"),
+            "--teacher", str(teacher / "last.pt"), *TINY], "six modalities", "missing: motion")
