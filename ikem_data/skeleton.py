@@ -132,22 +132,32 @@ def _all_valid(data):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _count_bytes(data, i, stop, fields, prev_blank):
+    """Count field starts byte by byte in ``data[i:stop]`` up to a line feed.
+
+    Returns ``(fields, prev_blank, next index, True when a line feed ended the line)``.
+    """
+    while i < stop:
+        c = data[i]
+        if c == 10:
+            return fields, prev_blank, i + 1, True
+        nonblank = 1 if c > 32 else 0
+        fields += nonblank & prev_blank
+        prev_blank = 1 - nonblank
+        i += 1
+    return fields, prev_blank, i, False
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _scan_rest_words(data, words, i, n):
     """:func:`_scan_rest` for files known to hold only valid bytes, 8 bytes at a time.
 
     Per 64-bit word: non-blank bytes (>= 0x21) and the line feed are flagged in the high
     bit of each byte lane; a field starts at a non-blank byte after a blank one.
     """
-    fields = 0
-    prev_blank = 1
-    while i < n and (i & 7) != 0:  # up to the next word boundary, byte by byte
-        c = data[i]
-        if c == 10:
-            return fields, 0, i + 1
-        nonblank = 1 if c > 32 else 0
-        fields += nonblank & prev_blank
-        prev_blank = 1 - nonblank
-        i += 1
+    fields, prev_blank, i, done = _count_bytes(data, i, min(n, (i + 7) & ~7), 0, 1)  # to a word boundary
+    if done:
+        return fields, 0, i
     carry = np.uint64(0) if prev_blank else np.uint64(0x80)
     k = i >> 3
     while k < words.shape[0]:
@@ -166,17 +176,8 @@ def _scan_rest_words(data, words, i, n):
         fields += np.int64((((starts >> np.uint64(7)) * _L01) >> np.uint64(56)))
         carry = (nonblank >> np.uint64(56)) & np.uint64(0x80)
         k += 1
-    i = 8 * k
-    prev_blank = 0 if carry else 1
-    while i < n:  # the tail after the last whole word
-        c = data[i]
-        if c == 10:
-            return fields, 0, i + 1
-        nonblank = 1 if c > 32 else 0
-        fields += nonblank & prev_blank
-        prev_blank = 1 - nonblank
-        i += 1
-    return fields, 0, n
+    fields, _, i, _ = _count_bytes(data, 8 * k, n, fields, 0 if carry else 1)  # the tail after the last word
+    return fields, 0, i
 
 
 @njit(cache=True, nogil=True)
