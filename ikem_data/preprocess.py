@@ -262,6 +262,21 @@ def valid_length(xyz):
     return out
 
 
+def check_params(t_length, rotation_sign, on_empty):
+    """Validate the preprocessing switches.
+
+    Raises:
+        ValueError: an unknown ``rotation_sign`` or ``on_empty``, or ``t_length`` not an
+            integer >= 3 (acceleration needs 3 frames).
+    """
+    if rotation_sign not in ROTATION_SIGNS:
+        raise ValueError(f"unknown rotation_sign {rotation_sign!r}; valid: {', '.join(ROTATION_SIGNS)}")
+    if on_empty not in ON_EMPTY:
+        raise ValueError(f"unknown on_empty {on_empty!r}; valid: {', '.join(ON_EMPTY)}")
+    if int(t_length) != t_length or t_length < 3:
+        raise ValueError(f"t_length must be an integer >= 3 (acceleration needs 3 frames), got {t_length}")
+
+
 def preprocess(xyz, t_length=50, rotation_sign="sequence", workers=None, on_empty="error", align=True):
     """IKEM preprocessing of raw sequences (METHOD.md §2 steps 2-6).
 
@@ -293,12 +308,7 @@ def preprocess(xyz, t_length=50, rotation_sign="sequence", workers=None, on_empt
             (``on_empty="error"``) a sample with no valid frame; ``.index`` is the first
             such sample.
     """
-    if rotation_sign not in ROTATION_SIGNS:
-        raise ValueError(f"unknown rotation_sign {rotation_sign!r}; valid: {', '.join(ROTATION_SIGNS)}")
-    if on_empty not in ON_EMPTY:
-        raise ValueError(f"unknown on_empty {on_empty!r}; valid: {', '.join(ON_EMPTY)}")
-    if int(t_length) != t_length or t_length < 3:
-        raise ValueError(f"t_length must be an integer >= 3 (acceleration needs 3 frames), got {t_length}")
+    check_params(t_length, rotation_sign, on_empty)
     t_length = int(t_length)
     xyz = _check_xyz(xyz)
     n, _, _, v, m = xyz.shape

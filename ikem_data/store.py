@@ -199,7 +199,7 @@ class Store:
                 return False
         return True
 
-    def create_array(self, name, shape, dtype, chunks=None, fill_value=0, overwrite=False):
+    def create_array(self, name, shape, dtype, chunks=None, fill_value=0, overwrite=False, clevel=5):
         """Create an array at ``name`` (intermediate groups are created).
 
         Args:
@@ -209,6 +209,8 @@ class Store:
             chunks: chunk shape; ``None`` picks one (the whole array along small axes).
             fill_value: value of unwritten elements (``b""`` for bytes dtypes).
             overwrite: replace an existing array; otherwise an existing name raises.
+            clevel: zstd level of zarr arrays (1 is ~6x faster for a similar ratio on
+                derived float data); HDF5 arrays always use gzip level 4.
 
         Returns:
             the new array (numpy slicing for reading and writing).
@@ -245,7 +247,7 @@ class Store:
                 dtype=dtype,
                 chunks=chunks if chunks is not None else "auto",
                 fill_value=fill_value,
-                compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
+                compressors=BloscCodec(cname="zstd", clevel=int(clevel), shuffle="bitshuffle"),
             )
 
     def resize(self, name, length):
