@@ -43,7 +43,7 @@ _F32_PI = np.float32(math.pi)
 _F32_180 = np.float32(180.0)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _pairwise_block_f32(a, start, n):
     """numpy's float32 pairwise-sum leaf (n <= 128): 8 accumulators, then the rest."""
     if n < 8:
@@ -77,7 +77,7 @@ def _split(n):
 _split_nb = njit(cache=True)(_split)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _pairwise_256(a, start, n):
     if n <= 128:
         return _pairwise_block_f32(a, start, n)
@@ -85,7 +85,7 @@ def _pairwise_256(a, start, n):
     return _pairwise_block_f32(a, start, h) + _pairwise_block_f32(a, start + h, n - h)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _pairwise_512(a, start, n):
     if n <= 256:
         return _pairwise_256(a, start, n)
@@ -93,7 +93,7 @@ def _pairwise_512(a, start, n):
     return _pairwise_256(a, start, h) + _pairwise_256(a, start + h, n - h)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _pairwise_sum_f32(a, start, n):
     """Sum ``a[start:start+n]`` in float32 in numpy's pairwise order (n <= 1024)."""
     if n <= 512:
@@ -107,13 +107,31 @@ def _pairwise_sum_f32(a, start, n):
     return res
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _numpy_sum_f32(a):
     """``np.sum`` of a contiguous float32 vector, bit for bit (pairwise order)."""
     return _pairwise_sum_f32(a, 0, a.shape[0])
 
 
-@njit(cache=True)
+_EXPONENT = np.uint32(0x7F800000)
+
+
+@njit(cache=True, error_model="numpy")
+def all_finite(a):
+    """True when no element of the contiguous 1-D float32 array ``a`` is NaN or inf.
+
+    Integer form: an element is non-finite iff its exponent bits are all ones, so the
+    test is one max-reduction over the bit patterns, which vectorizes (a float
+    ``isfinite`` branch per element does not).
+    """
+    bits = a.view(np.uint32)
+    top = np.uint32(0)
+    for i in range(bits.shape[0]):
+        top = max(top, bits[i] & _EXPONENT)
+    return top != _EXPONENT
+
+
+@njit(cache=True, error_model="numpy")
 def _valid_length_one(xyz, n):
     count = 0
     for t in range(xyz.shape[2]):
@@ -129,27 +147,19 @@ def _valid_length_kernel(xyz, out):
         out[n] = _valid_length_one(xyz, n)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
 def _preprocess_kernel(xyz, t_out, align, per_frame_sign, joint, lengths, status):
     """Steps 2-5 of METHOD.md §2 for every sample, in parallel over samples."""
     n_samples, n_c, t_max, n_v, n_m = xyz.shape
     for n in prange(n_samples):
-        bad = False
-        for c in range(n_c):
-            for t in range(t_max):
-                for v in range(n_v):
-                    for m in range(n_m):
-                        if not np.isfinite(xyz[n, c, t, v, m]):
-                            bad = True
         length = _valid_length_one(xyz, n)
         lengths[n] = length
-        if bad:
+        status[n] = STATUS_OK if length else STATUS_EMPTY
+        if not all_finite(xyz[n].reshape(n_c * t_max * n_v * n_m)):
             status[n] = STATUS_NONFINITE
+        if status[n] != STATUS_OK:
+            joint[n] = 0
             continue
-        if length == 0:
-            status[n] = STATUS_EMPTY
-            continue
-        status[n] = STATUS_OK
 
         # OpenCV INTER_LINEAR row coefficients: half-pixel centres, weights computed in
         # float64 and rounded to float32, source rows clamped to [0, L-1] (the weight
@@ -277,7 +287,8 @@ def check_params(t_length, rotation_sign, on_empty):
         raise ValueError(f"t_length must be an integer >= 3 (acceleration needs 3 frames), got {t_length}")
 
 
-def preprocess(xyz, t_length=50, rotation_sign="sequence", workers=None, on_empty="error", align=True):
+def preprocess(xyz, t_length=50, rotation_sign="sequence", workers=None, on_empty="error", align=True,
+               out=None):
     """IKEM preprocessing of raw sequences (METHOD.md §2 steps 2-6).
 
     Per sample: valid length L; each body centred on its own joint 21 (index 20); the
@@ -297,13 +308,15 @@ def preprocess(xyz, t_length=50, rotation_sign="sequence", workers=None, on_empt
         on_empty: what a sample with L = 0 becomes: ``"error"`` raises; ``"skip"``
             leaves its output all zeros with valid length 0 (the caller records it).
         align: apply the y-axis alignment (step 5; the reference's ``y_rotation=True``).
+        out: optional C-contiguous float32 array of the output shape to write the joints
+            into (a reused buffer); every element is written.
 
     Returns:
         ``(joint, valid_length)``: (N, 3, t_length, 25, M) float32 metres and (N,) int32.
 
     Raises:
         ValueError: bad shape, ``t_length < 3``, an unknown ``rotation_sign`` or
-            ``on_empty``.
+            ``on_empty``, an ``out`` of the wrong shape, dtype or layout.
         SampleError: (a ValueError) NaN/inf anywhere in a sample, or
             (``on_empty="error"``) a sample with no valid frame; ``.index`` is the first
             such sample.
@@ -312,7 +325,13 @@ def preprocess(xyz, t_length=50, rotation_sign="sequence", workers=None, on_empt
     t_length = int(t_length)
     xyz = _check_xyz(xyz)
     n, _, _, v, m = xyz.shape
-    joint = np.zeros((n, 3, t_length, v, m), dtype=np.float32)
+    shape = (n, 3, t_length, v, m)
+    if out is None:
+        joint = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}, got {out.dtype} {out.shape}")
+    else:
+        joint = out
     lengths = np.zeros(n, dtype=np.int32)
     status = np.zeros(n, dtype=np.int8)
     with _Threads(workers):
