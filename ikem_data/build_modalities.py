@@ -210,37 +210,89 @@ def build_modalities(out, source=None, t_length=50, rotation_sign="sequence", bo
                                overwrite=True)
         started = time.time()
         bar = tqdm(total=n, initial=done, unit="sample", desc="modalities", disable=not progress)
-        # Work in steps of several array chunks: zarr then decodes and encodes (zstd) the
-        # chunks of a step concurrently, and the six arrays are written in parallel;
-        # compression, not the kernels, is what bounds this stage.
-        step = chunk_size * max(1, step_chunks)
-        with ThreadPoolExecutor(max_workers=len(MODALITIES) + 1) as pool:
-            for start in range(done, n, step):
-                stop = min(start + step, n)
-                block = np.asarray(xyz[start:stop], dtype=np.float32)
-                frames = np.asarray(store["raw/frames"][start:stop], dtype=np.int64)
-                try:
-                    joint, lengths = preprocess(block, params["t_length"], params["rotation_sign"],
-                                                workers=workers, on_empty=on_empty)
-                    del block
-                    skipped = np.flatnonzero(lengths == 0)
-                    frames[skipped] = 1  # all-zero output either way; keeps tau finite
-                    out_arrays = compute_modalities(joint, frames, MODALITIES, params["bone_pairs"],
-                                                    params["true_timeline"], workers=workers)
-                except SampleError as exc:
-                    name = store.names(start + exc.index, start + exc.index + 1)[0]
-                    raise StageError(f"store {store.path}: sample {name} (index {start + exc.index}): "
-                                     f"{exc.reason}") from None
-                targets = [(store[f"{STAGE}/{name}"], out_arrays[name]) for name in MODALITIES]
-                targets.append((store[f"{STAGE}/valid_length"], lengths))
-                for future in [pool.submit(_write, a, start, stop, v) for a, v in targets]:
-                    future.result()
-                if skipped.size:
-                    empty.extend(store.names(start + int(i), start + int(i) + 1)[0] for i in skipped)
-                attrs.update(done=stop, empty_samples=empty)
-                store.attrs[STAGE] = attrs
-                bar.update(stop - start)
+
+        def record(stop, skipped_names):
+            empty.extend(skipped_names)
+            attrs.update(done=stop, empty_samples=empty)
+            store.attrs[STAGE] = attrs
+
+        _run_steps(store, params, done, n, chunk_size * max(1, step_chunks), workers, on_empty, record,
+                   bar.update)
         bar.close()
         attrs.update(complete=True, done=n, seconds=round(time.time() - started, 3))
         store.attrs[STAGE] = attrs
         return ("resumed" if done else "written"), attrs
+
+
+def _read(store, start, stop, block):
+    """Raw positions of ``start:stop`` into the reused ``block`` (float32), and the frames."""
+    return (store.read_into("raw/xyz", start, stop, block[:stop - start]),
+            np.asarray(store["raw/frames"][start:stop], dtype=np.int64))
+
+
+def _run_steps(store, params, done, n, step, workers, on_empty, record, advance):
+    """Samples ``done:n`` in steps of ``step``, as a pipeline of three overlapping parts:
+    the next step is read (zarr decodes in its own threads) while this one runs through
+    the kernels (numba threads, without the GIL) and the previous one is compressed and
+    written. Compression is what bounds the stage; the overlap keeps both cores busy.
+
+    Progress reaches ``record(stop, empty_names)`` only once a step's writes are all
+    done, also when a later step fails, so a rerun resumes after the last whole step.
+    Two sets of output buffers alternate between the step being computed and the one
+    being written, so memory stays at about two steps of output plus two of input.
+    """
+    xyz = store["raw/xyz"]
+    _, _, t_max, v, m = xyz.shape
+    shape = (step, 3, params["t_length"], v, m)
+    buffers = [{name: np.empty(shape, dtype=np.float32) for name in MODALITIES} for _ in range(2)]
+    blocks = [np.empty((step, 3, t_max, v, m), dtype=xyz.dtype) for _ in range(2)]
+    targets = {name: store.writer(f"{STAGE}/{name}") for name in MODALITIES}
+    targets["valid_length"] = store.writer(f"{STAGE}/valid_length")
+    starts = list(range(done, n, step))
+    with ThreadPoolExecutor(max_workers=len(targets) + 1) as pool:
+        reading = pool.submit(_read, store, starts[0], min(starts[0] + step, n), blocks[0]) if starts else None
+        pending = None  # (start, stop, empty names, write futures) of the step being written
+        try:
+            for k, start in enumerate(starts):
+                stop = min(start + step, n)
+                block, frames = reading.result()
+                if k + 1 < len(starts):
+                    reading = pool.submit(_read, store, stop, min(stop + step, n), blocks[(k + 1) % 2])
+                out = {name: buf[:stop - start] for name, buf in buffers[k % 2].items()}
+                lengths = _compute(store, params, start, block, frames, out, workers, on_empty)
+                skipped = [store.names(start + int(i), start + int(i) + 1)[0] for i in np.flatnonzero(lengths == 0)]
+                pending = _finish(pending, record, advance)
+                values = dict(out, valid_length=lengths)
+                pending = (start, stop, skipped, [pool.submit(_write, targets[name], start, stop, values[name])
+                                                  for name in targets])
+        finally:
+            _finish(pending, record, advance)
+
+
+def _finish(pending, record, advance):
+    """Wait for a step's writes, then record its progress."""
+    if pending is not None:
+        start, stop, skipped, futures = pending
+        for future in futures:
+            future.result()
+        record(stop, skipped)
+        advance(stop - start)
+    return None
+
+
+def _compute(store, params, start, block, frames, out, workers, on_empty):
+    """Preprocess and the six modalities of one step into ``out``; valid lengths back.
+
+    Raises:
+        StageError: a bad sample, named with its store index.
+    """
+    try:
+        _, lengths = preprocess(block, params["t_length"], params["rotation_sign"], workers=workers,
+                                on_empty=on_empty, out=out["joint"])
+        frames[lengths == 0] = 1  # all-zero output either way; keeps tau finite
+        compute_modalities(out["joint"], frames, MODALITIES, params["bone_pairs"], params["true_timeline"],
+                           workers=workers, out=out)
+    except SampleError as exc:
+        name = store.names(start + exc.index, start + exc.index + 1)[0]
+        raise StageError(f"store {store.path}: sample {name} (index {start + exc.index}): {exc.reason}") from None
+    return lengths

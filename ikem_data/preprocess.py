@@ -152,11 +152,12 @@ def _preprocess_kernel(xyz, t_out, align, per_frame_sign, joint, lengths, status
     """Steps 2-5 of METHOD.md §2 for every sample, in parallel over samples."""
     n_samples, n_c, t_max, n_v, n_m = xyz.shape
     for n in prange(n_samples):
+        # The finite check streams the whole sample through the cache once; the valid
+        # length and the resize then read it from there.
+        finite = all_finite(xyz[n].reshape(n_c * t_max * n_v * n_m))
         length = _valid_length_one(xyz, n)
         lengths[n] = length
-        status[n] = STATUS_OK if length else STATUS_EMPTY
-        if not all_finite(xyz[n].reshape(n_c * t_max * n_v * n_m)):
-            status[n] = STATUS_NONFINITE
+        status[n] = STATUS_NONFINITE if not finite else STATUS_OK if length else STATUS_EMPTY
         if status[n] != STATUS_OK:
             joint[n] = 0
             continue
