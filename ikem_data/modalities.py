@@ -107,7 +107,7 @@ def _bones(x, src, root_normal, n_m, out):
     for c in range(3):
         for base in range(0, x.shape[1], frame):
             for j in range(frame):
-                out[c, base + j] = x[c, base + j] - x[c, base + src[j]]
+                out[c, base + j] = x[c, base + j] - x[c, np.uint64(base) + src[j]]
     if not root_normal:
         return
     for base in range(0, x.shape[1], frame):
@@ -124,36 +124,47 @@ def _bones(x, src, root_normal, n_m, out):
 
 
 @njit(cache=True, error_model="numpy")
-def _axes(b, src, out):
-    """out[:, i] = b[:, i] x b[:, parent], un-normalised (§3.5)."""
+def _gather(a, src, out):
+    """out[:, i] = a[:, parent of i] in every frame. The one scattered read: the loops
+    that use it run over contiguous arrays and vectorize."""
     frame = src.shape[0]
-    for base in range(0, b.shape[1], frame):
-        for j in range(frame):
-            i, p = base + j, base + src[j]
-            out[0, i], out[1, i], out[2, i] = _cross(b[0, i], b[1, i], b[2, i], b[0, p], b[1, p], b[2, p])
+    for c in range(3):
+        for base in range(0, a.shape[1], frame):
+            for j in range(frame):
+                out[c, base + j] = a[c, np.uint64(base) + src[j]]
 
 
 @njit(cache=True, error_model="numpy")
-def _angular_velocity(b, r, src, k, n_m, out):
-    """tau (theta[t+1] - theta[t]) normalize(R)[t]; zero at T-1 and joint 21 (§3.6)."""
-    frame = src.shape[0]
+def _axes(b, parent, out):
+    """out[:, i] = b[:, i] x b_parent[:, i], un-normalised (§3.5)."""
+    for i in range(b.shape[1]):
+        out[0, i], out[1, i], out[2, i] = _cross(b[0, i], b[1, i], b[2, i], parent[0, i], parent[1, i], parent[2, i])
+
+
+@njit(cache=True, error_model="numpy")
+def _angular_velocity(b, parent, r, k, frame, n_m, out):
+    """tau (theta[t+1] - theta[t]) normalize(R)[t]; zero at T-1 and joint 21 (§3.6).
+    ``parent`` holds each bone's parent bone (:func:`_gather`)."""
     size = b.shape[1]
     unit = np.empty((3, size), dtype=np.float32)
+    up = np.empty((3, size), dtype=np.float32)
     for i in range(size):
         d = max(_norm(b[0, i], b[1, i], b[2, i]), _EPS)
         unit[0, i] = b[0, i] / d
         unit[1, i] = b[1, i] / d
         unit[2, i] = b[2, i] / d
-    sine = np.empty(size, dtype=np.float32)  # |u x u_parent|, then the angle theta
+        d = max(_norm(parent[0, i], parent[1, i], parent[2, i]), _EPS)
+        up[0, i] = parent[0, i] / d
+        up[1, i] = parent[1, i] / d
+        up[2, i] = parent[2, i] / d
+    sine = np.empty(size, dtype=np.float32)  # |u x u_parent|
     cosine = np.empty(size, dtype=np.float32)  # u . u_parent
-    for base in range(0, size, frame):
-        for j in range(frame):
-            i, p = base + j, base + src[j]
-            s0, s1, s2 = _cross(unit[0, i], unit[1, i], unit[2, i], unit[0, p], unit[1, p], unit[2, p])
-            sine[i] = _norm(s0, s1, s2)
-            cosine[i] = unit[0, i] * unit[0, p] + unit[1, i] * unit[1, p] + unit[2, i] * unit[2, p]
-    theta = sine
-    for i in range(size):  # a separate contiguous loop, so that it vectorizes
+    for i in range(size):
+        s0, s1, s2 = _cross(unit[0, i], unit[1, i], unit[2, i], up[0, i], up[1, i], up[2, i])
+        sine[i] = _norm(s0, s1, s2)
+        cosine[i] = unit[0, i] * up[0, i] + unit[1, i] * up[1, i] + unit[2, i] * up[2, i]
+    theta = np.empty(size, dtype=np.float32)
+    for i in range(size):
         theta[i] = np.float32(atan2_f64(np.float64(sine[i]), np.float64(cosine[i])))
     for i in range(size - frame):
         w = k * (theta[i + frame] - theta[i])
@@ -202,14 +213,20 @@ def _modalities_kernel(joint, tau, bone_src, root_normal, axis_src, want,
         if not (want[3] or want[4]):
             continue
         r = axis_out[n].reshape(3, size) if want[3] else np.empty((3, size), dtype=np.float32)
-        _axes(b, axis_src, r)
+        parent = np.empty((3, size), dtype=np.float32)
+        _gather(b, axis_src, parent)
+        _axes(b, parent, r)
         if want[4]:
-            _angular_velocity(b, r, axis_src, k, n_m, omega_out[n].reshape(3, size))
+            _angular_velocity(b, parent, r, k, frame, n_m, omega_out[n].reshape(3, size))
 
 
 def _frame_sources(pairs, n_m):
-    """Parent element of each element j = v*M + m of a frame: pairs[v, 1]*M + m."""
-    return (pairs[:, 1][:, None] * n_m + np.arange(n_m)).reshape(-1).astype(np.int64)
+    """Parent element of each element j = v*M + m of a frame: pairs[v, 1]*M + m.
+
+    Unsigned, so that numba's gathers through it skip the negative-index wraparound
+    (a third faster).
+    """
+    return (pairs[:, 1][:, None] * n_m + np.arange(n_m)).reshape(-1).astype(np.uint64)
 
 
 def time_scale(frames, n, true_timeline=True, t_ref=T_REF):

@@ -184,3 +184,47 @@ def test_three_samples_use_the_channel_axis():
         alone = compute_modalities(joint[i:i + 1], [[30, 40, 50][i]])
         for name in MODALITIES:
             np.testing.assert_array_equal(together[name][i:i + 1], alone[name], err_msg=name)
+
+
+def test_atan2_matches_numpy_to_float32_rounding():
+    # The float64 polynomial atan2 of the angular velocity (METHOD §3.6 uses atan2).
+    from numba import njit
+
+    from ikem_data.modalities import atan2_f64
+
+    @njit
+    def many(y, x, out):
+        for i in range(y.shape[0]):
+            out[i] = atan2_f64(y[i], x[i])
+
+    rng = np.random.default_rng(0)
+    y = np.abs(rng.normal(size=200_000)) * 10.0 ** rng.integers(-8, 3, 200_000)
+    x = rng.normal(size=200_000) * 10.0 ** rng.integers(-8, 3, 200_000)
+    special = [(0.0, 0.0), (0.0, -0.0), (0.0, 1.0), (0.0, -1.0), (1.0, 0.0), (1.0, -0.0), (1.0, 1.0),
+               (1.0, -1.0), (2.0, 1.0), (1.0, 2.0), (np.tan(np.pi / 8), 1.0), (1e-30, -1.0), (1.0, 1e-30)]
+    y = np.concatenate([y, [s[0] for s in special]])
+    x = np.concatenate([x, [s[1] for s in special]])
+    got = np.empty_like(y)
+    many(y, x, got)
+    exact = np.arctan2(y, x)
+    assert np.abs(got - exact).max() <= 2e-12 * np.abs(exact).max()
+    # Signed zeros as IEEE atan2 (torch.atan2 too): atan2(0, -0.0) = pi.
+    np.testing.assert_array_equal(got[-len(special):][:6], [0.0, np.pi, 0.0, np.pi, np.pi / 2, np.pi / 2])
+    # Rounded to float32 it is the correctly rounded angle almost always, else 1 ulp away.
+    f32, ref = got.astype(np.float32), exact.astype(np.float32)
+    ulps = np.abs(f32.view(np.int32).astype(np.int64) - ref.view(np.int32).astype(np.int64))
+    assert ulps.max() <= 1 and (ulps == 0).mean() > 0.999
+
+
+def test_out_buffers_are_filled_and_joint_is_not_copied():
+    rng = np.random.default_rng(5)
+    joint = random_joint(rng, 4, 6)
+    expected = compute_modalities(joint, [30, 40, 50, 60])
+    out = {name: np.full(joint.shape, np.nan, dtype=np.float32) for name in MODALITIES}
+    out["joint"] = joint
+    got = compute_modalities(joint, [30, 40, 50, 60], out=out)
+    for name in MODALITIES:
+        assert got[name] is out[name]
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    with pytest.raises(ValueError, match="out\\['bone'\\]"):
+        compute_modalities(joint, [30, 40, 50, 60], out={"bone": np.empty((4, 3, 6, 25, 1), np.float32)})

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ikem_data.preprocess import preprocess, valid_length
+from ikem_data.preprocess import all_finite, preprocess, valid_length
 from ntu_reader import read_batch
 
 RTOL, ATOL = 2e-6, 2e-6  # a few float32 ulps of metre-scale coordinates
@@ -215,3 +215,31 @@ def test_bad_input_is_refused_with_the_sample_index():
         preprocess(xyz[:1], rotation_sign="frame")
     with pytest.raises(ValueError, match=r"\(N, 3, T, 25, M\)"):
         preprocess(xyz[:, :, :, :24])
+
+
+def test_reused_out_buffer_is_fully_rewritten():
+    # A reused buffer holds the previous step's values: every element must be written,
+    # also the zeros of an empty sample and of an absent second body.
+    xyz = random_skeletons(np.random.default_rng(2), 3, 12, [12, 7, 9])
+    xyz[1, :, :, 0, 0] = 0                                   # empty sample
+    xyz[2, :, :, :, 1] = 0                                   # one body only
+    expected, lengths = preprocess(xyz, on_empty="skip")
+    out = np.full(expected.shape, np.nan, dtype=np.float32)
+    joint, got = preprocess(xyz, on_empty="skip", out=out)
+    assert joint is out
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(got, lengths)
+    assert not out[1].any() and not out[2, :, :, :, 1].any()
+    with pytest.raises(ValueError, match="out must be"):
+        preprocess(xyz, on_empty="skip", out=out[:2])
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_all_finite_sees_every_non_finite_value(value):
+    a = np.random.default_rng(0).normal(size=1001).astype(np.float32)
+    a[[0, 500]] = [np.float32(3e38), -np.float32(1e-45)]      # large and subnormal are finite
+    assert all_finite(a)
+    for index in (0, 517, 1000):
+        b = a.copy()
+        b[index] = value
+        assert not all_finite(b)

@@ -140,3 +140,16 @@ def test_pickles_as_reopen(store_path):
     store.close()
     assert clone.mode == "r" and clone["raw/frames"][:].tolist() == [5, 6, 7]
     clone.close()
+
+
+def test_read_into_and_writer(store_path):
+    with open_store(store_path, "w") as store:
+        data = np.arange(5 * 3 * 4, dtype=np.float32).reshape(5, 3, 4)
+        store.create_array("a/x", data.shape, np.float32, chunks=(2, 3, 4))
+        store.writer("a/x")[1:5] = data[1:5]
+        out = np.full((3, 3, 4), -1, dtype=np.float32)
+        assert store.read_into("a/x", 2, 5, out) is out
+        np.testing.assert_array_equal(out, data[2:5])
+        np.testing.assert_array_equal(store["a/x"][0], 0)        # never written: fill value
+        with pytest.raises(ValueError, match="out must be"):
+            store.read_into("a/x", 0, 2, out)
