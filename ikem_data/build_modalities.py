@@ -8,7 +8,8 @@ preprocess` and :func:`~ikem_data.modalities.compute_modalities`, and writes
 - ``modalities/valid_length`` (N,) int32;
 - ``attrs["modalities"]`` = ``{"complete", "params", "done", "empty_samples", ...}``.
 
-Memory stays bounded by one chunk. Progress (``done`` = samples written) is recorded
+Memory stays bounded by two steps of input and two of output (a pipeline: read ahead,
+kernels, writes behind; see ``_run_steps``). Progress (``done`` = samples written) is recorded
 after every chunk, so a rerun with the same parameters continues where it stopped; a
 complete stage with the same parameters is left alone; other parameters are refused
 unless ``overwrite``. ``complete`` becomes true last.
