@@ -10,7 +10,7 @@ preprocess` and :func:`~ikem_data.modalities.compute_modalities`, and writes
 
 Memory stays bounded by two steps of input and two of output (a pipeline: read ahead,
 kernels, writes behind; see ``_run_steps``). Progress (``done`` = samples written) is recorded
-after every chunk, so a rerun with the same parameters continues where it stopped; a
+after every step whose writes are done, so a rerun with the same parameters continues where it stopped; a
 complete stage with the same parameters is left alone; other parameters are refused
 unless ``overwrite``. ``complete`` becomes true last.
 
