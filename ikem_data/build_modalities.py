@@ -262,7 +262,8 @@ def _run_steps(store, params, done, n, step, workers, on_empty, record, advance)
                 out = {name: buf[:stop - start] for name, buf in buffers[k % 2].items()}
                 lengths = _compute(store, params, start, block, frames, out, workers, on_empty)
                 skipped = [store.names(start + int(i), start + int(i) + 1)[0] for i in np.flatnonzero(lengths == 0)]
-                pending = _finish(pending, record, advance)
+                previous, pending = pending, None
+                _finish(previous, record, advance)
                 values = dict(out, valid_length=lengths)
                 pending = (start, stop, skipped, [pool.submit(_write, targets[name], start, stop, values[name])
                                                   for name in targets])
@@ -278,7 +279,6 @@ def _finish(pending, record, advance):
             future.result()
         record(stop, skipped)
         advance(stop - start)
-    return None
 
 
 def _compute(store, params, start, block, frames, out, workers, on_empty):

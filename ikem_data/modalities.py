@@ -52,9 +52,11 @@ _TINY = 1e-300
 
 @njit(cache=True, inline="always", error_model="numpy")
 def atan2_f64(y, x):
-    """``atan2(y, x)`` for ``y >= 0`` (a norm), in float64, without branches or calls, so
-    loops over it vectorize: the libm call was half the kernel's time. Signed zeros follow
-    IEEE atan2: ``atan2(0, -0.0) = pi``.
+    """``atan2(y, x)`` in radians, in [0, pi], for float64 ``y >= 0`` (a norm) and any
+    finite ``x``: the bone angle theta of METHOD.md §3.6. Written without branches or
+    calls so that loops over it vectorize (the libm call was half the kernel's time).
+    Signed zeros follow IEEE atan2: ``atan2(0, -0.0) = pi``. No errors are raised; NaN
+    or inf inputs give meaningless angles (callers check finiteness first).
 
     Octant reduction: r = min/max of (|x|, y) in [0, 1]; above tan(pi/8), atan(r) =
     pi/4 + atan((r - 1) / (r + 1)); then pi/2 - a when y > |x|, and pi - a when x < 0.
@@ -85,6 +87,15 @@ def _cross(a0, a1, a2, b0, b1, b2):
 @njit(cache=True, error_model="numpy")
 def _norm(x0, x1, x2):
     return np.sqrt(x0 * x0 + x1 * x1 + x2 * x2)
+
+
+@njit(cache=True, error_model="numpy")
+def _unit(a, i, out):
+    """out[:, i] = a[:, i] / max(|a[:, i]|, 1e-12) (torch ``F.normalize`` over channels)."""
+    d = max(_norm(a[0, i], a[1, i], a[2, i]), _EPS)
+    out[0, i] = a[0, i] / d
+    out[1, i] = a[1, i] / d
+    out[2, i] = a[2, i] / d
 
 
 @njit(cache=True, error_model="numpy")
@@ -149,14 +160,8 @@ def _angular_velocity(b, parent, r, k, frame, n_m, out):
     unit = np.empty((3, size), dtype=np.float32)
     up = np.empty((3, size), dtype=np.float32)
     for i in range(size):
-        d = max(_norm(b[0, i], b[1, i], b[2, i]), _EPS)
-        unit[0, i] = b[0, i] / d
-        unit[1, i] = b[1, i] / d
-        unit[2, i] = b[2, i] / d
-        d = max(_norm(parent[0, i], parent[1, i], parent[2, i]), _EPS)
-        up[0, i] = parent[0, i] / d
-        up[1, i] = parent[1, i] / d
-        up[2, i] = parent[2, i] / d
+        _unit(b, i, unit)
+        _unit(parent, i, up)
     sine = np.empty(size, dtype=np.float32)  # |u x u_parent|
     cosine = np.empty(size, dtype=np.float32)  # u . u_parent
     for i in range(size):
