@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ikem_train.graph import LEGACY_GRAPH_PARTITION
+
 KINDS = ("pretrain", "distill", "linear")
 
 
@@ -86,6 +88,9 @@ def save_checkpoint(path, payload: dict) -> Path:
 def load_checkpoint(path, kind=None, map_location="cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
+    A pretrain or distill checkpoint written before ``model.graph_partition`` existed
+    gets ``config.model.graph_partition = "full"``: the graph it was trained with.
+
     Args:
         path: file. kind: expected kind or tuple of kinds (None: any).
 
@@ -108,4 +113,7 @@ def load_checkpoint(path, kind=None, map_location="cpu") -> dict:
             raise CheckpointError(
                 f"{path} is a {payload['kind']!r} checkpoint; this command needs {' or '.join(map(repr, kinds))}"
             )
+    model_cfg = (payload.get("config") or {}).get("model")
+    if payload["kind"] in ("pretrain", "distill") and isinstance(model_cfg, dict):
+        model_cfg.setdefault("graph_partition", LEGACY_GRAPH_PARTITION)
     return payload

@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_vali
 from pydantic.dataclasses import dataclass
 
 from ikem_data.names import MODALITIES, STUDENT_MODALITIES, resolve_modalities
+from ikem_train.graph import GRAPH_PARTITIONS, check_partition
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -76,8 +77,10 @@ class ModelConfig:
     key_init: Literal["copy", "reinit"] = "copy"
     bone_pairs: Literal["ikem", "crossclr"] = "ikem"
     true_timeline: bool = True
+    graph_partition: str = GRAPH_PARTITIONS[0]
 
     _check_modalities = field_validator("modalities", mode="before")(_modalities)
+    _check_graph = field_validator("graph_partition")(check_partition)
 
     @field_validator("cross_phase_frozen_keys", mode="before")
     @classmethod

@@ -1,23 +1,40 @@
 """The NTU RGB+D skeleton graph for ST-GCN: spatial partition into 3 subsets.
 
-Source: METHOD.md §5 (layout ``ntu-rgb+d``, strategy ``spatial``, max_hop 1, centre =
-spine-shoulder), ST-GCN (Yan et al., AAAI 2018) §3.3 "spatial configuration partitioning".
+Two partitions of the same column-normalised graph (METHOD.md §5, §11 item 20):
+
+- ``reference`` (the default): what the reference code builds, ``Graph(layout='ntu-rgb+d',
+  strategy='spatial')`` with its default ``max_hop=1``. Hop distances are filled only up
+  to one hop, so every joint more than one hop from the centre is at distance ``inf``;
+  the spatial rule then compares ``inf == inf`` (true) for neighbours that are both far,
+  and those pairs join subset 1. Non-zeros per subset: 25 / 40 / 8. The paper's accuracy
+  comes from this graph.
+- ``full``: ST-GCN's intended "spatial configuration partitioning" (Yan et al., AAAI 2018
+  §3.3) on true hop distances: 25 / 24 / 24, neighbour subsets ordered centripetal then
+  centrifugal. A fix beyond the reference; every checkpoint written before the switch
+  existed was trained with it.
 """
 
 import numpy as np
 
 from ikem_data.bones import GRAPH_EDGES, NUM_JOINTS, SPINE_SHOULDER
 
+#: Names of ``model.graph_partition``; the first is the default.
+GRAPH_PARTITIONS = ("reference", "full")
+#: The partition of checkpoints whose config predates ``model.graph_partition``.
+LEGACY_GRAPH_PARTITION = "full"
 
-def hop_distance(edges=GRAPH_EDGES, num_nodes=NUM_JOINTS):
+
+def hop_distance(edges=GRAPH_EDGES, num_nodes=NUM_JOINTS, max_hop=None):
     """Shortest-path hop count between every pair of joints.
 
     Args:
         edges: (E, 2) int array of undirected 0-based joint pairs.
         num_nodes: number of joints V.
+        max_hop: distances above it become ``inf``, as ST-GCN's ``get_hop_distance``
+            leaves them (None: no cut).
 
     Returns:
-        (V, V) float64 array; ``inf`` for unreachable pairs.
+        (V, V) float64 array; ``inf`` for unreachable pairs and pairs beyond ``max_hop``.
     """
     dist = np.full((num_nodes, num_nodes), np.inf)
     np.fill_diagonal(dist, 0.0)
@@ -25,41 +42,59 @@ def hop_distance(edges=GRAPH_EDGES, num_nodes=NUM_JOINTS):
         dist[v, u] = dist[u, v] = 1.0
     for k in range(num_nodes):  # Floyd-Warshall: 25 nodes, trivial cost
         dist = np.minimum(dist, dist[:, k:k + 1] + dist[k:k + 1, :])
+    if max_hop is not None:
+        dist[dist > max_hop] = np.inf
     return dist
 
 
-def spatial_adjacency(edges=GRAPH_EDGES, num_nodes=NUM_JOINTS, center=SPINE_SHOULDER):
+def check_partition(partition):
+    """Return ``partition`` if it is one of :data:`GRAPH_PARTITIONS`.
+
+    Raises:
+        ValueError: any other value; the message lists the valid ones.
+    """
+    if partition not in GRAPH_PARTITIONS:
+        raise ValueError(f"unknown graph_partition {partition!r}; valid: {', '.join(GRAPH_PARTITIONS)}")
+    return partition
+
+
+def spatial_adjacency(partition="reference", edges=GRAPH_EDGES, num_nodes=NUM_JOINTS, center=SPINE_SHOULDER):
     """The (3, V, V) spatial-partition adjacency used by every ST-GCN block.
 
     ``A[k, v, w]`` is the weight with which joint v feeds joint w in subset k, so a
     graph convolution reads ``y[..., w] = sum_k sum_v x_k[..., v] * A[k, v, w]``. The
     adjacency with self-loops is column-normalised (``Â D⁻¹``, D = column sums), then
-    split by the neighbour's distance to the centre joint relative to w's:
-    k=0 the same distance (the joint itself), k=1 nearer the centre (centripetal),
-    k=2 farther from it (centrifugal). Summing the subsets gives ``Â D⁻¹`` back.
+    split by ``d(x)``, joint x's hop distance to the centre:
+
+    - ``reference``: d cut at one hop (``inf`` beyond). k=0 self-loops; k=1 neighbours
+      with ``d(v) >= d(w)`` (the reference's ``a_root + a_close``, ``inf == inf``
+      included); k=2 neighbours with ``d(v) < d(w)`` (``a_further``).
+    - ``full``: true d. k=0 ``d(v) == d(w)`` (only self-loops, the graph is a tree);
+      k=1 ``d(v) < d(w)`` (centripetal); k=2 ``d(v) > d(w)`` (centrifugal).
+
+    Summing the subsets gives ``Â D⁻¹`` back in both.
 
     Args:
+        partition: ``"reference"`` or ``"full"`` (module docstring).
         edges: (E, 2) int array of undirected 0-based joint pairs (no self-loops).
         num_nodes: V.
         center: 0-based index of the centre joint (spine-shoulder, joint 21 1-based).
 
     Returns:
         (3, V, V) float32 numpy array.
+
+    Raises:
+        ValueError: an unknown partition.
     """
-    dist = hop_distance(edges, num_nodes)
+    check_partition(partition)
+    dist = hop_distance(edges, num_nodes, max_hop=1 if partition == "reference" else None)
     linked = dist <= 1  # max_hop = 1, self-loops included
     norm = linked / linked.sum(axis=0, keepdims=True)  # column-normalised
-    to_center = dist[:, center]
-    a = np.zeros((3, num_nodes, num_nodes))
-    for v in range(num_nodes):
-        for w in range(num_nodes):
-            if not linked[v, w]:
-                continue
-            if to_center[v] == to_center[w]:
-                k = 0
-            elif to_center[v] < to_center[w]:
-                k = 1
-            else:
-                k = 2
-            a[k, v, w] = norm[v, w]
-    return a.astype(np.float32)
+    d_v = dist[:, center][:, None]  # the input joint's distance to the centre
+    d_w = dist[:, center][None, :]  # the output joint's
+    if partition == "reference":
+        neighbour = linked & ~np.eye(num_nodes, dtype=bool)
+        subsets = (np.eye(num_nodes, dtype=bool), neighbour & (d_v >= d_w), neighbour & (d_v < d_w))
+    else:
+        subsets = (linked & (d_v == d_w), linked & (d_v < d_w), linked & (d_v > d_w))
+    return np.stack([np.where(s, norm, 0.0) for s in subsets]).astype(np.float32)

@@ -29,7 +29,7 @@ from ikem_train.config import Config, config_to_dict
 from ikem_train.data import ModalityDataset, make_loader
 from ikem_train.loop import append_jsonl, lr_at, resolve_device
 
-STGCN_KEYS = ("in_channels", "hidden_channels", "hidden_dim", "dropout")
+STGCN_KEYS = ("in_channels", "hidden_channels", "hidden_dim", "dropout", "graph_partition")
 BEST_LABEL = "best epoch selected on the validation split (optimistic; report the final epoch)"
 
 
@@ -59,6 +59,9 @@ def checkpoint_modalities(ck: dict, requested=None) -> tuple[str, ...]:
 
 def load_encoders(ck: dict, modalities) -> nn.ModuleDict:
     """Build one frozen STGCN per modality, loaded strictly from checkpoint ``ck``.
+
+    The encoders take the widths and the graph partition recorded in ``ck["config"]["model"]``
+    (the graph is not in the state dict; :func:`load_checkpoint` fills ``full`` for old files).
 
     Raises:
         LinearEvalError: missing or unexpected encoder keys (listed), or a modality the
@@ -215,6 +218,7 @@ def linear_evaluate(checkpoint, store_path, benchmark, cfg: Config, run_dir, *, 
     results = {
         "checkpoint": str(checkpoint), "checkpoint_kind": ck["kind"], "benchmark": benchmark,
         "modalities": list(names), "fused": len(names) > 1, "num_class": num_class,
+        "graph_partition": ck["config"]["model"]["graph_partition"],
         "train_samples": len(y_train), "val_samples": len(y_val),
         "final": {k: v for k, v in final.items() if k != "lr"},
         "best_on_val": {"note": BEST_LABEL, **{k: v for k, v in best.items() if k != "lr"}},

@@ -16,6 +16,7 @@ from ikem_data.bones import BONE_PAIRS
 from ikem_data.names import MODALITIES, STUDENT_MODALITIES, resolve_modalities
 from ikem_train.crossclr import cross_modal_losses
 from ikem_train.distill import distill_loss
+from ikem_train.graph import GRAPH_PARTITIONS
 from ikem_train.ikem import IKEMHead, concat_keys, concat_queues, ikem_loss
 from ikem_train.modalities import compute_modalities
 from ikem_train.moco import advance_pointer, check_queue_size, enqueue, info_nce, \
@@ -32,9 +33,9 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, out_dim, *, in_channels=3, hidden_channels=16, hidden_dim=256,
-                 dropout=0.5, mlp=True, head_hidden=None):
+                 dropout=0.5, mlp=True, head_hidden=None, graph_partition=GRAPH_PARTITIONS[0]):
         super().__init__()
-        self.backbone = STGCN(in_channels, hidden_channels, hidden_dim, dropout)
+        self.backbone = STGCN(in_channels, hidden_channels, hidden_dim, dropout, graph_partition=graph_partition)
         if mlp:
             mid = head_hidden or hidden_dim
             self.head = nn.Sequential(nn.Linear(hidden_dim, mid), nn.ReLU(inplace=True),
@@ -76,6 +77,8 @@ class PretrainModel(nn.Module):
         key_init: ``"copy"`` (key = exact copy of query, standard MoCo) or ``"reinit"``
             (independent random init, the reference).
         bone_pairs, true_timeline: forwarded to :func:`compute_modalities`.
+        graph_partition: the ST-GCN graph, ``"reference"`` (truncated at one hop, the
+            reference's) or ``"full"`` (METHOD.md §5, §11 item 20).
 
     State dict: ``query.<m>.backbone.*``, ``query.<m>.head.*``, ``key.<m>.*``,
     ``ikem_head.<m>.*``, buffers ``queue_<m>`` (D, K) and ``queue_ptr`` (1,).
@@ -85,7 +88,7 @@ class PretrainModel(nn.Module):
                  feature_dim=128, mlp=True, queue_size=32768, momentum=0.999, temperature=0.07,
                  cross_epoch=150, topk=1, context=True, ikem=True,
                  cross_phase_frozen_keys=("joint", "bone", "rotation_axis"), key_init="copy",
-                 bone_pairs="ikem", true_timeline=True):
+                 bone_pairs="ikem", true_timeline=True, graph_partition=GRAPH_PARTITIONS[0]):
         super().__init__()
         self.modalities = resolve_modalities(modalities)
         if key_init not in ("copy", "reinit"):
@@ -102,7 +105,7 @@ class PretrainModel(nn.Module):
 
         def encoder():
             return Encoder(feature_dim, in_channels=in_channels, hidden_channels=hidden_channels,
-                           hidden_dim=hidden_dim, dropout=dropout, mlp=mlp)
+                           hidden_dim=hidden_dim, dropout=dropout, mlp=mlp, graph_partition=graph_partition)
 
         self.query = nn.ModuleDict({m: encoder() for m in self.modalities})
         self.key = nn.ModuleDict({m: copy.deepcopy(self.query[m]) if key_init == "copy" else encoder()
@@ -185,7 +188,8 @@ class PretrainModel(nn.Module):
 def _teacher_encoder_kwargs(config):
     return dict(in_channels=config.get("in_channels", 3), hidden_channels=config.get("hidden_channels", 16),
                 hidden_dim=config.get("hidden_dim", 256), dropout=config.get("dropout", 0.5),
-                mlp=config.get("mlp", True))
+                mlp=config.get("mlp", True),
+                graph_partition=config.get("graph_partition", GRAPH_PARTITIONS[0]))
 
 
 class DistillModel(nn.Module):
@@ -193,7 +197,8 @@ class DistillModel(nn.Module):
 
     Args:
         teacher_state: the ``"model"`` state dict of a six-modality PretrainModel checkpoint.
-        teacher_config: the PretrainModel kwargs it was built with (incl. ``"modalities"``).
+        teacher_config: the PretrainModel kwargs it was built with (incl. ``"modalities"``);
+            the students' encoders take the teacher's widths and ``graph_partition``.
         student_modalities: streams to train (joint, motion, bone).
         teacher_mode: ``"train"`` (reference: dropout and BN batch statistics active) or
             ``"eval"``.

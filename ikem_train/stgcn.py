@@ -8,7 +8,7 @@ exactly 821,380 parameters (edge-importance masks included, no head).
 import torch
 from torch import nn
 
-from ikem_train.graph import spatial_adjacency
+from ikem_train.graph import GRAPH_PARTITIONS, spatial_adjacency
 
 
 def init_weights(module):
@@ -95,6 +95,9 @@ class STGCN(nn.Module):
         hidden_dim: output width of block 10 and of the pooled feature (256).
         dropout: dropout in blocks 2-10 (0.5).
         edge_importance: learn one (3, 25, 25) mask per block, initialised to ones.
+        graph_partition: ``"reference"`` (the reference's graph, truncated at one hop) or
+            ``"full"`` (ST-GCN's intended partition); see :mod:`ikem_train.graph`. The
+            adjacency is not in the state dict, so checkpoints record it in their config.
 
     Shapes:
         forward(x): x (N, C, T, V=25, M) float -> h (N, hidden_dim). T is halved (ceil)
@@ -102,9 +105,10 @@ class STGCN(nn.Module):
     """
 
     def __init__(self, in_channels=3, hidden_channels=16, hidden_dim=256, dropout=0.5,
-                 edge_importance=True):
+                 edge_importance=True, graph_partition=GRAPH_PARTITIONS[0]):
         super().__init__()
-        self.register_buffer("adjacency", torch.from_numpy(spatial_adjacency()), persistent=False)
+        self.graph_partition = graph_partition
+        self.register_buffer("adjacency", torch.from_numpy(spatial_adjacency(graph_partition)), persistent=False)
         k, v, _ = self.adjacency.shape
         self.data_bn = nn.BatchNorm1d(in_channels * v)
         c = hidden_channels

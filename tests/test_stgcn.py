@@ -1,11 +1,88 @@
-"""ST-GCN encoder and NTU graph (METHOD.md §5)."""
+"""ST-GCN encoder and NTU graph (METHOD.md §5, §11 item 20)."""
 
 import numpy as np
+import pytest
 import torch
 
-from ikem_data.bones import GRAPH_EDGES, SPINE_SHOULDER
+from ikem_data.bones import GRAPH_EDGES, NUM_JOINTS, SPINE_SHOULDER
 from ikem_train.graph import hop_distance, spatial_adjacency
 from ikem_train.stgcn import STGCN
+
+
+def reference_spatial_graph(edges, num_node, center, max_hop=1):
+    """A literal, slow transcription of the reference's ``Graph(strategy='spatial')``.
+
+    Hop distances from powers of the adjacency matrix, filled only up to ``max_hop``
+    (everything else stays ``inf``); ``Â D⁻¹`` by a diagonal matrix of inverse column
+    sums; then, for ``A[j, i]`` at hop distance ``hop``, the three-way comparison of
+    ``d(j)`` and ``d(i)`` (``inf == inf`` is true) into root, close and further.
+    """
+    adj = np.zeros((num_node, num_node))
+    for i, j in edges:
+        adj[j, i] = 1
+        adj[i, j] = 1
+    hop_dis = np.zeros((num_node, num_node)) + np.inf
+    reach = [np.linalg.matrix_power(adj, d) > 0 for d in range(max_hop + 1)]
+    for d in range(max_hop, -1, -1):
+        hop_dis[reach[d]] = d
+    adjacency = np.zeros((num_node, num_node))
+    for hop in range(max_hop + 1):
+        adjacency[hop_dis == hop] = 1
+    col = adjacency.sum(axis=0)
+    dn = np.zeros((num_node, num_node))
+    for i in range(num_node):
+        if col[i] > 0:
+            dn[i, i] = col[i] ** (-1)
+    normalized = np.dot(adjacency, dn)
+    subsets = []
+    for hop in range(max_hop + 1):
+        root, close, further = (np.zeros((num_node, num_node)) for _ in range(3))
+        for i in range(num_node):
+            for j in range(num_node):
+                if hop_dis[j, i] == hop:
+                    if hop_dis[j, center] == hop_dis[i, center]:
+                        root[j, i] = normalized[j, i]
+                    elif hop_dis[j, center] > hop_dis[i, center]:
+                        close[j, i] = normalized[j, i]
+                    else:
+                        further[j, i] = normalized[j, i]
+        if hop == 0:
+            subsets.append(root)
+        else:
+            subsets.append(root + close)
+            subsets.append(further)
+    return np.stack(subsets)
+
+
+def test_reference_partition_is_the_reference_graph_bit_for_bit():
+    a = spatial_adjacency("reference")
+    expected = reference_spatial_graph(GRAPH_EDGES, NUM_JOINTS, SPINE_SHOULDER).astype(np.float32)
+    assert a.dtype == np.float32 and a.shape == (3, 25, 25)
+    np.testing.assert_array_equal(a, expected)
+    assert [int((s != 0).sum()) for s in a] == [25, 40, 8]
+    assert spatial_adjacency().tobytes() == a.tobytes()  # the default
+    # 20 joints lie beyond the centre's 4 neighbours and are all at "distance" inf
+    d = hop_distance(max_hop=1)[:, SPINE_SHOULDER]
+    assert int(np.isinf(d).sum()) == 20
+    # subset 2 holds exactly the 8 links that leave a finite distance outwards
+    v, w = np.nonzero(a[2])
+    assert sorted(zip(v.tolist(), w.tolist())) == sorted(
+        [(SPINE_SHOULDER, n) for n in (1, 2, 4, 8)] + [(1, 0), (2, 3), (4, 5), (8, 9)])
+
+
+def test_reference_partition_splits_a_non_tree_graph_like_the_reference():
+    # a ring with a tail, centre 0, max_hop 1: equal finite distances (a triangle) too
+    edges = np.array([(0, 1), (1, 2), (2, 0), (2, 3), (3, 4), (4, 5)])
+    a = spatial_adjacency("reference", edges=edges, num_nodes=6, center=0)
+    np.testing.assert_array_equal(a, reference_spatial_graph(edges, 6, 0).astype(np.float32))
+
+
+def test_full_partition_has_true_hop_distances():
+    a = spatial_adjacency("full")
+    assert [int((s != 0).sum()) for s in a] == [25, 24, 24]
+    assert not (spatial_adjacency("reference") == a).all()
+    with pytest.raises(ValueError, match="valid: reference, full"):
+        spatial_adjacency("truncated")
 
 
 def test_backbone_has_821380_parameters():
@@ -16,15 +93,19 @@ def test_backbone_has_821380_parameters():
     assert len(masks) == 10 and all(m.shape == (3, 25, 25) and bool((m == 1).all()) for m in masks)
 
 
-def test_adjacency_partition_sums_to_column_normalised_graph():
-    a = spatial_adjacency()
-    assert a.shape == (3, 25, 25)
-    full = a.sum(axis=0)
-    np.testing.assert_allclose(full.sum(axis=0), np.ones(25), atol=1e-6)  # columns sum to 1
+@pytest.mark.parametrize("partition", ["reference", "full"])
+def test_both_partitions_sum_to_the_column_normalised_graph(partition):
+    a = spatial_adjacency(partition).sum(axis=0)
+    np.testing.assert_allclose(a.sum(axis=0), np.ones(25), atol=1e-6)  # columns sum to 1
+    # spine-shoulder (centre) has 4 neighbours + itself: each weighs 1/5 in its column
+    np.testing.assert_allclose(a[:, SPINE_SHOULDER][a[:, SPINE_SHOULDER] > 0], [0.2] * 5, atol=1e-6)
+    np.testing.assert_array_equal(a != 0, hop_distance() <= 1)
+
+
+def test_full_partition_splits_each_edge_by_direction():
+    a = spatial_adjacency("full")
     # subset 0 is exactly the diagonal: a tree has no two neighbours equally far from the centre
     np.testing.assert_array_equal(a[0] != 0, np.eye(25, dtype=bool))
-    # spine-shoulder (centre) has 4 neighbours + itself: each weighs 1/5 in its column
-    np.testing.assert_allclose(full[:, SPINE_SHOULDER][full[:, SPINE_SHOULDER] > 0], [0.2] * 5, atol=1e-6)
     # its neighbours are all farther from the centre: subset 2, none in subset 1
     assert a[1][:, SPINE_SHOULDER].sum() == 0
     d = hop_distance()
