@@ -1,4 +1,4 @@
-"""`ikem-train`: pretraining, distillation and linear evaluation over ikem stores."""
+"""`ikem-train`: pretraining, distillation and evaluation over ikem stores."""
 
 import click
 
@@ -12,6 +12,8 @@ from ikem_data import __version__
         "pretrain": "ikem_cli.train_commands:pretrain",
         "distill": "ikem_cli.train_commands:distill",
         "linear": "ikem_cli.train_commands:linear",
+        "knn": "ikem_cli.train_commands:knn",
+        "finetune": "ikem_cli.train_commands:finetune",
         "fuse": "ikem_cli.train_commands:fuse",
         "demo": "ikem_cli.demo:demo",
     },
@@ -27,5 +29,9 @@ def main():
       ikem-train distill --store ntu60.zarr --benchmark ntu60-xsub \\
           --teacher runs/teacher/last.pt --run runs/student
       ikem-train linear --store ntu60.zarr --benchmark ntu60-xsub \\
-          --checkpoint runs/student/last.pt --modalities all
+          --checkpoint runs/student/last.pt --run runs/linear
+      ikem-train knn --store ntu60.zarr --benchmark ntu60-xsub \\
+          --checkpoint runs/student/last.pt --run runs/knn
+      ikem-train finetune --store ntu60.zarr --benchmark ntu60-xsub \\
+          --checkpoint runs/student/last.pt --label-fraction 0.01 --run runs/semi1
     """

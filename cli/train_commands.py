@@ -1,7 +1,9 @@
-"""`ikem-train pretrain | distill | linear | fuse`: thin wiring over ikem_train.
+"""`ikem-train pretrain | distill | linear | knn | finetune | fuse`: wiring over ikem_train.jobs.
 
-Heavy imports (torch, zarr, ikem_train) stay inside the command bodies so that
-`ikem-train --help` is fast. Bad input becomes a one-line ClickException.
+Each command turns its options into a config path plus ``section.key=value`` overrides,
+calls one job and prints its result. Heavy imports (torch, zarr, ikem_train) stay inside
+the command bodies so that `ikem-train --help` is fast. Errors written for users become
+one line and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -12,23 +14,31 @@ import click
 
 _HELP_SET = "Override a config value, e.g. --set optim.lr=0.05 (value parsed as YAML; repeatable)."
 
+# Error types whose message is written for users; anything else keeps its traceback (a bug).
+_FRIENDLY = {"ConfigError", "TrainingError", "CheckpointError", "EvaluationError", "StoreError", "FuseError",
+             "ValueError"}
+
 
 def _common(func):
-    """Options every command shares: --store, --benchmark, --config, --set, --run, --device."""
+    """Options every training and evaluation command shares."""
     options = [
         click.option("--store", required=True, type=click.Path(), help="ikem store (zarr folder or .h5 file)."),
         click.option("--benchmark", required=True, help="Benchmark split in the store, e.g. ntu60-xsub."),
         click.option("--config", "config_path", type=click.Path(), default=None,
                      help="YAML run config (see configs/); defaults are the paper settings."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_HELP_SET),
-        click.option("--run", "run_dir", required=True, type=click.Path(),
+        click.option("--run-dir", "--run", "run_dir", required=True, type=click.Path(),
                      help="Run folder for checkpoints, metrics and results; must be new or empty unless --resume."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-                     help="Training device (default: the config's run.device, normally auto)."),
+                     help="Device (default: the config's run.device, normally auto)."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _modalities_option(help_text):
+    return click.option("--modalities", default=None, help=help_text)
 
 
 def _friendly(func):
@@ -49,154 +59,170 @@ def _friendly(func):
     return wrapper
 
 
-# Error types whose message is written for users; anything else keeps its traceback (a bug).
-_FRIENDLY = {"ConfigError", "TrainingError", "CheckpointError", "LinearEvalError", "StoreError", "FuseError",
-             "ValueError"}
-
-
-def _overrides(overrides, device=None, compile_=False, modalities=None, section="model"):
+def _overrides(overrides, device=None, **settings):
+    """``--set`` items plus option values as overrides (``None`` options are left out)."""
     out = list(overrides)
-    if modalities is not None:
-        from ikem_data.names import resolve_modalities
-
-        try:
-            names = resolve_modalities(modalities)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--modalities") from None
-        out.append(f"{section}.modalities=[{','.join(names)}]")
     if device is not None:
         out.append(f"run.device={device}")
-    if compile_:
-        out.append("run.compile=true")
+    for key, value in settings.items():
+        if value is not None:
+            out.append(f"{key}={value}")
     return out
 
 
-def _resume_base(run_dir, resume):
-    """The config saved in run_dir/last.pt when resuming (the file given with --config wins)."""
-    if not resume:
-        return None
-    from pathlib import Path
+def _modality_list(modalities):
+    """``--modalities`` checked here, so a typo is a usage error naming the option."""
+    if modalities is None or modalities.strip() == "all":
+        return modalities
+    from ikem_data.names import resolve_modalities
 
-    from ikem_train.checkpoint import load_checkpoint
+    try:
+        return list(resolve_modalities(modalities))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--modalities") from None
 
-    path = Path(run_dir) / "last.pt"
-    if not path.is_file():
-        raise click.ClickException(f"--resume: no {path} to continue from")
-    return load_checkpoint(path)["config"]
+
+def _flag(value):
+    return "true" if value else None
 
 
 @click.command()
 @_common
-@click.option("--modalities", default=None,
-              help="Comma-separated modalities, or 'all' for the six (alias omega = angular_velocity). "
-                   "Default: the config's model.modalities.")
-@click.option("--resume", is_flag=True, help="Continue the run in --run from its last.pt, exactly.")
+@_modalities_option("Comma-separated modalities, or 'all' for the six (alias omega = angular_velocity). "
+                    "Default: the config's model.modalities.")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last.pt, exactly.")
 @click.option("--compile", "compile_", is_flag=True, help="Run the model through torch.compile.")
 @_friendly
 def pretrain(store, benchmark, config_path, overrides, run_dir, device, modalities, resume, compile_):
     """Self-supervised pretraining: SkeletonCLR (one modality), CrosSCLR or IKEM (several)."""
-    from dataclasses import asdict
+    from ikem_train import jobs
 
-    from ikem_train.checkpoint import seed_everything
-    from ikem_train.config import load_config
-    from ikem_train.data import PretrainDataset
-    from ikem_train.loop import prepare_run_dir, train
-    from ikem_train.model import PretrainModel
-
-    cfg = load_config(config_path, _overrides(overrides, device, compile_, modalities), _resume_base(run_dir, resume))
-    dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
-                              seed=cfg.data.seed)
-    run = prepare_run_dir(run_dir, resume)
-    seed_everything(cfg.data.seed)
-    model = PretrainModel(**asdict(cfg.model))
-    click.echo(f"pretraining {', '.join(cfg.model.modalities)} on {benchmark} ({len(dataset)} train samples) "
-               f"for {cfg.optim.epochs} epochs into {run}")
-    train(model, dataset, cfg, run, kind="pretrain", modalities=cfg.model.modalities, resume=resume,
-          extra={"store": str(store), "benchmark": benchmark}, log=click.echo)
-    click.echo(f"done: {run / 'last.pt'}")
+    names = _modality_list(modalities)
+    settings = {"model.modalities": f"[{','.join(names)}]" if isinstance(names, list) else names,
+                "run.compile": _flag(compile_)}
+    res = jobs.pretrain(store, benchmark, run_dir, config=config_path, overrides=_overrides(overrides, device, **settings),
+                        resume=resume, log=click.echo)
+    click.echo(f"done: {res['checkpoint']}")
 
 
 @click.command()
 @_common
 @click.option("--teacher", type=click.Path(), default=None,
               help="Six-modality pretrain checkpoint (e.g. runs/teacher/last.pt); with --resume, defaults to the one recorded.")
-@click.option("--resume", is_flag=True, help="Continue the run in --run from its last.pt, exactly.")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last.pt, exactly.")
 @click.option("--compile", "compile_", is_flag=True, help="Run the model through torch.compile.")
 @_friendly
 def distill(store, benchmark, config_path, overrides, run_dir, device, teacher, resume, compile_):
     """Relational distillation of a six-modality teacher into joint/motion/bone students."""
-    from dataclasses import asdict
+    from ikem_train import jobs
 
-    from ikem_data.names import MODALITIES
-    from ikem_train.checkpoint import CheckpointError, load_checkpoint, seed_everything
-    from ikem_train.config import config_from_dict, config_to_dict, load_config
-    from ikem_train.data import PretrainDataset
-    from ikem_train.loop import prepare_run_dir, train
-    from ikem_train.model import DistillModel
+    res = jobs.distill(store, benchmark, run_dir, teacher=teacher, config=config_path, resume=resume,
+                       overrides=_overrides(overrides, device, **{"run.compile": _flag(compile_)}), log=click.echo)
+    click.echo(f"done: {res['checkpoint']}")
 
-    base = _resume_base(run_dir, resume)
-    if teacher is None:
-        if not resume:
-            raise click.UsageError("--teacher is required (a six-modality pretrain checkpoint)")
-        from pathlib import Path
 
-        teacher = load_checkpoint(Path(run_dir) / "last.pt").get("teacher")
-    tck = load_checkpoint(teacher)
-    if tck["kind"] != "pretrain":
-        raise CheckpointError(f"{teacher} is a {tck['kind']!r} checkpoint (a student cannot be a teacher); "
-                              "give a six-modality pretrain checkpoint")
-    have = list(tck["modalities"])
-    if set(have) != set(MODALITIES):
-        missing = [m for m in MODALITIES if m not in have]
-        raise CheckpointError(f"{teacher} is a pretrain checkpoint of {', '.join(have)}; distillation needs the six "
-                              f"modalities (missing: {', '.join(missing)})")
-    cfg = load_config(config_path, _overrides(overrides, device, compile_), base)
-    plain = config_to_dict(cfg)
-    plain["model"] = dict(tck["config"]["model"])  # the students' encoders follow the teacher's
-    cfg = config_from_dict(plain)
-    dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
-                              seed=cfg.data.seed)
-    run = prepare_run_dir(run_dir, resume)
-    seed_everything(cfg.data.seed)
-    model = DistillModel(tck["model"], tck["config"]["model"], **asdict(cfg.distill))
-    click.echo(f"distilling {teacher} into {', '.join(cfg.distill.student_modalities)} on {benchmark} "
-               f"({len(dataset)} train samples) for {cfg.optim.epochs} epochs into {run}")
-    train(model, dataset, cfg, run, kind="distill", modalities=cfg.distill.student_modalities, resume=resume,
-          extra={"teacher": str(teacher), "store": str(store), "benchmark": benchmark}, log=click.echo)
-    click.echo(f"done: {run / 'last.pt'}")
+def _frozen_options(func):
+    """Options of the frozen-feature evaluations (linear, knn)."""
+    options = [
+        click.option("--checkpoint", type=click.Path(), default=None,
+                     help="Pretrain, distill or finetune checkpoint whose encoders are evaluated."),
+        click.option("--random-init", is_flag=True,
+                     help="Evaluate freshly initialised encoders instead (the no-pretraining baseline; seed "
+                          "data.seed, widths and modalities from the config)."),
+        _modalities_option("Comma-separated modalities or 'all' (= every encoder of the checkpoint, fused). "
+                           "Default: all of the checkpoint's."),
+        click.option("--bn-recalibrate", is_flag=True,
+                     help="Recompute the encoders' BatchNorm running statistics over the train split before "
+                          "freezing them (off in the reference; recorded in results.json)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _print_health(res):
+    collapsed = [m for m, h in res["feature_health"].items() if h["collapsed"]]
+    spreads = ", ".join(f"{m} {h['std']:.3g} ({h['relative']:.3g})" for m, h in res["feature_health"].items())
+    click.echo(f"  feature spread, std across samples (std / mean |f|): {spreads}" +
+               (f"  COLLAPSED: {', '.join(collapsed)}" if collapsed else ""))
+    click.echo(f"  baselines: chance {100 * res['chance']:.2f} %, always the most frequent train class "
+               f"{100 * res['majority_baseline']:.2f} %; balanced top-1 {100 * res['balanced_top1']:.2f} %")
+    if res["unseen_val_classes"]:
+        click.echo(f"  val classes never seen in training: {res['unseen_val_classes']}")
 
 
 @click.command()
 @_common
-@click.option("--checkpoint", required=True, type=click.Path(),
-              help="Pretrain or distill checkpoint whose encoders are evaluated.")
-@click.option("--modalities", default=None,
-              help="Comma-separated modalities or 'all' (= every encoder of the checkpoint, logits averaged). "
-                   "Default: all of the checkpoint's (a student's three streams fused).")
+@_frozen_options
 @_friendly
-def linear(store, benchmark, config_path, overrides, run_dir, device, checkpoint, modalities):
+def linear(store, benchmark, config_path, overrides, run_dir, device, checkpoint, random_init, modalities,
+           bn_recalibrate):
     """Linear evaluation: frozen encoders, new linear classifiers, val top-1/top-5."""
-    from ikem_train.config import load_config
-    from ikem_train.linear import linear_evaluate
-    from ikem_train.loop import prepare_run_dir
+    from ikem_train import jobs
 
-    if modalities is not None and modalities.strip() != "all":
-        from ikem_data.names import resolve_modalities
-
-        try:
-            modalities = resolve_modalities(modalities)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--modalities") from None
-    cfg = load_config(config_path, _overrides(overrides, device))
-    run = prepare_run_dir(run_dir, False)
-    res = linear_evaluate(checkpoint, store, benchmark, cfg, run, modalities=modalities, log=click.echo)
+    res = jobs.linear(store, benchmark, run_dir, checkpoint=checkpoint, random_init=random_init,
+                      modalities=_modality_list(modalities), config=config_path, log=click.echo,
+                      overrides=_overrides(overrides, device, **{"evaluation.bn_recalibrate": _flag(bn_recalibrate)}))
     final, best = res["final"], res["best_on_val"]
     what = " + ".join(res["modalities"]) + (" (logits averaged)" if res["fused"] else "")
     click.echo(f"linear evaluation of {what} on {benchmark} val ({res['val_samples']} samples):")
     click.echo(f"  final epoch {final['epoch']}: top-1 {100 * final['top1']:.2f} %, top-5 {100 * final['top5']:.2f} %")
+    if res["fused"]:
+        click.echo("  each head alone: " + ", ".join(f"{m} {100 * v:.2f} %" for m, v in res["per_modality_top1"].items()))
     click.echo(f"  best epoch {best['epoch']} (selected on the validation split): top-1 {100 * best['top1']:.2f} %, "
                f"top-5 {100 * best['top5']:.2f} %")
-    click.echo(f"results: {run / 'results.json'}, scores: {run / 'scores.npz'}")
+    _print_health(res)
+    click.echo(f"results: {res['run']}/results.json, scores: {res['run']}/scores.npz")
+
+
+@click.command()
+@_common
+@_frozen_options
+@click.option("--k", type=click.IntRange(min=1), default=None,
+              help="Neighbours of the cosine k-NN (default: evaluation.knn_k = 1, UmURL's protocol).")
+@_friendly
+def knn(store, benchmark, config_path, overrides, run_dir, device, checkpoint, random_init, modalities,
+        bn_recalibrate, k):
+    """KNN retrieval: each val sample takes the label of its most similar train sample (cosine)."""
+    from ikem_train import jobs
+
+    settings = {"evaluation.bn_recalibrate": _flag(bn_recalibrate), "evaluation.knn_k": k}
+    res = jobs.knn(store, benchmark, run_dir, checkpoint=checkpoint, random_init=random_init,
+                   modalities=_modality_list(modalities), config=config_path, log=click.echo,
+                   overrides=_overrides(overrides, device, **settings))
+    click.echo(f"KNN (k={res['k']}, cosine) on {benchmark} val ({res['val_samples']} samples): " +
+               ", ".join(f"{m} {100 * v:.2f} %" for m, v in res["top1"].items()))
+    _print_health(res)
+    click.echo(f"results: {res['run']}/results.json")
+
+
+@click.command()
+@_common
+@click.option("--checkpoint", type=click.Path(), default=None,
+              help="Pretrain, distill or finetune checkpoint whose encoders start the fine-tuning.")
+@click.option("--from-scratch", is_flag=True,
+              help="Train randomly initialised encoders instead (the supervised baseline).")
+@_modalities_option("Comma-separated modalities or 'all' (default: all of the checkpoint's, or the config's "
+                    "model.modalities with --from-scratch); several are fused by averaging logits.")
+@click.option("--label-fraction", type=float, default=None,
+              help="Semi-supervised: train on this fraction of each class's train samples, e.g. 0.01 or 0.1 "
+                   "(seeded by data.seed; the drawn indices are saved in the run). Default: all labels.")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last.pt, exactly.")
+@_friendly
+def finetune(store, benchmark, config_path, overrides, run_dir, device, checkpoint, from_scratch, modalities,
+             label_fraction, resume):
+    """Fine-tuning: encoders and new classifiers trained end to end on labels."""
+    from ikem_train import jobs
+
+    res = jobs.finetune(store, benchmark, run_dir, checkpoint=checkpoint, from_scratch=from_scratch,
+                        modalities=_modality_list(modalities), config=config_path, resume=resume, log=click.echo,
+                        overrides=_overrides(overrides, device, **{"finetune.label_fraction": label_fraction}))
+    final, best = res["final"], res["best_on_val"]
+    click.echo(f"fine-tuning of {' + '.join(res['modalities'])} on {benchmark} val ({res['val_samples']} samples), "
+               f"{res['train_samples']} labelled train samples:")
+    click.echo(f"  final epoch {final['epoch']}: top-1 {100 * final['top1']:.2f} %, top-5 {100 * final['top5']:.2f} %")
+    click.echo(f"  best epoch {best['epoch']} (selected on the validation split): top-1 {100 * best['top1']:.2f} %")
+    click.echo(f"results: {res['run']}/results.json")
 
 
 @click.command()

@@ -5,7 +5,7 @@ A checkpoint is a dict::
     {"model": state_dict of the uncompiled module (queues included as buffers),
      "optimizer": ..., "scheduler": {...}, "epoch": last finished epoch (1-based),
      "step": global step, "rng": rng_state(), "config": run config as plain dicts,
-     "kind": "pretrain" | "distill" | "linear", "modalities": [...], ...}
+     "kind": "pretrain" | "distill" | "finetune" | "linear" | "knn", "modalities": [...], ...}
 
 Writes go to ``<name>.tmp`` in the same folder, are flushed and fsync'ed, then renamed
 over the target with ``os.replace``: a crash leaves the previous file intact.
@@ -22,7 +22,7 @@ import torch
 
 from ikem_train.graph import LEGACY_GRAPH_PARTITION
 
-KINDS = ("pretrain", "distill", "linear")
+KINDS = ("pretrain", "distill", "linear", "finetune", "knn")
 
 
 class CheckpointError(ValueError):
@@ -88,7 +88,7 @@ def save_checkpoint(path, payload: dict) -> Path:
 def load_checkpoint(path, kind=None, map_location="cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
-    A pretrain or distill checkpoint written before ``model.graph_partition`` existed
+    A pretrain, distill or finetune checkpoint written before ``model.graph_partition`` existed
     gets ``config.model.graph_partition = "full"``: the graph it was trained with.
 
     Args:
@@ -114,6 +114,6 @@ def load_checkpoint(path, kind=None, map_location="cpu") -> dict:
                 f"{path} is a {payload['kind']!r} checkpoint; this command needs {' or '.join(map(repr, kinds))}"
             )
     model_cfg = (payload.get("config") or {}).get("model")
-    if payload["kind"] in ("pretrain", "distill") and isinstance(model_cfg, dict):
+    if payload["kind"] in ("pretrain", "distill", "finetune") and isinstance(model_cfg, dict):
         model_cfg.setdefault("graph_partition", LEGACY_GRAPH_PARTITION)
     return payload

@@ -2,8 +2,9 @@
 
 One schema serves every ``ikem-train`` command; each command reads the sections it needs
 (pretrain: data, model, optim, run; distill: data, distill, optim, run; linear: data,
-linear, run). Unknown keys are rejected with the list of valid ones. Defaults are the
-paper settings of the six-modality teacher (METHOD.md §6.5, §8, §9).
+linear, evaluation, run; knn: data, evaluation, run; finetune: data, model, optim,
+finetune, evaluation, run). Unknown keys are rejected with the list of valid ones.
+Defaults are the paper settings of the six-modality teacher (METHOD.md §6.5, §8, §9).
 
 A YAML file may start with ``include: other.yaml`` (or a list of files), paths relative
 to the including file; included files are merged first, the including file wins.
@@ -53,6 +54,7 @@ class DataConfig:
     shear: float = 0.5
     crop_ratio: int = 6
     pin_memory: bool = True
+    num_class: Optional[int] = Field(None, gt=0)  # None: the largest label in the store's splits + 1
 
 
 @dataclass(config=_STRICT)
@@ -132,7 +134,23 @@ class LinearConfig:
     epochs: int = Field(100, gt=0)
     batch_size: int = Field(128, gt=0)
     eval_interval: int = Field(5, gt=0)
-    num_class: Optional[int] = Field(None, gt=0)
+
+
+@dataclass(config=_STRICT)
+class EvaluationConfig:
+    """Frozen-feature evaluation shared by linear and KNN (and fine-tuning's reports)."""
+
+    bn_recalibrate: bool = False  # recompute BN running statistics on the train split first
+    knn_k: int = Field(1, gt=0)  # neighbours of the cosine k-NN (UmURL's protocol: 1)
+    collapse_threshold: float = Field(0.01, ge=0)  # spread below this: the features are collapsed
+
+
+@dataclass(config=_STRICT)
+class FinetuneConfig:
+    """Fine-tuning and semi-supervised evaluation; the schedule is the ``optim`` section."""
+
+    label_fraction: Optional[float] = Field(None, gt=0, le=1)  # None: every train label
+    eval_interval: int = Field(5, gt=0)
 
 
 @dataclass(config=_STRICT)
@@ -157,6 +175,8 @@ class Config:
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     linear: LinearConfig = dataclasses.field(default_factory=LinearConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     run: RunSettings = dataclasses.field(default_factory=RunSettings)
 
     @model_validator(mode="after")
@@ -181,6 +201,8 @@ _SECTIONS = {
     "distill": DistillConfig,
     "optim": OptimConfig,
     "linear": LinearConfig,
+    "evaluation": EvaluationConfig,
+    "finetune": FinetuneConfig,
     "run": RunSettings,
 }
 

@@ -59,7 +59,7 @@ def read_rows(array, rows) -> np.ndarray:
 class _StoreBatches:
     """Shared part: the split's indices, labels and frame counts, lazy store handle."""
 
-    def __init__(self, store_path, benchmark, part, modalities):
+    def __init__(self, store_path, benchmark, part, modalities, positions=None):
         self.store_path = str(store_path)
         self.benchmark = benchmark
         self.part = part
@@ -69,6 +69,8 @@ class _StoreBatches:
             self.indices = store.split(benchmark, part)
             frames = np.asarray(store["raw/frames"][...])
             labels = np.asarray(store["raw/label"][...])
+        if positions is not None:  # a subset of the split, e.g. the labelled samples
+            self.indices = self.indices[np.asarray(positions, dtype=np.int64)]
         self.frames = frames[self.indices].astype(np.float32)
         self.labels = labels[self.indices].astype(np.int64)
         self._store = None
@@ -101,8 +103,10 @@ class PretrainDataset(_StoreBatches):
         benchmark, part: split to read (``"train"`` for pretraining).
         shear: shear amplitude (negative disables). crop_ratio: temporal padding ratio.
         seed: base seed of the per-worker augmentation streams.
+        views: 2 (pretraining: query and key views) or 1 (fine-tuning: ``view1`` only).
+        positions: optional positions into the split (a labelled subset); None: all.
 
-    Item ``(epoch, positions)`` gives a dict: ``view1``, ``view2`` (B, 3, T, 25, M)
+    Item ``(epoch, positions)`` gives a dict: ``view1`` (and ``view2``) (B, 3, T, 25, M)
     float32 tensors, ``frames`` (B,) float32 header frame counts, ``label`` (B,) int64,
     ``index`` (B,) int64 store indices.
 
@@ -110,8 +114,12 @@ class PretrainDataset(_StoreBatches):
         StoreError, KeyError: see :func:`check_store` and ``Store.split``.
     """
 
-    def __init__(self, store_path, benchmark, part="train", shear=0.5, crop_ratio=6, seed=0):
-        super().__init__(store_path, benchmark, part, ("joint",))
+    def __init__(self, store_path, benchmark, part="train", shear=0.5, crop_ratio=6, seed=0, views=2,
+                 positions=None):
+        super().__init__(store_path, benchmark, part, ("joint",), positions)
+        if views not in (1, 2):
+            raise ValueError(f"views must be 1 or 2, got {views}")
+        self.views = views
         self.shear = shear
         self.crop_ratio = crop_ratio
         self.seed = seed
@@ -137,15 +145,14 @@ class PretrainDataset(_StoreBatches):
         positions = np.asarray(positions, dtype=np.int64)
         joint = self._read("joint", positions)
         rng = self.rng(epoch)
-        view1 = np.stack([augment(x, rng, self.shear, self.crop_ratio) for x in joint])
-        view2 = np.stack([augment(x, rng, self.shear, self.crop_ratio) for x in joint])
-        return {
-            "view1": torch.from_numpy(view1),
-            "view2": torch.from_numpy(view2),
+        out = {
             "frames": torch.from_numpy(self.frames[positions]),
             "label": torch.from_numpy(self.labels[positions]),
             "index": torch.from_numpy(self.indices[positions]),
         }
+        for view in range(1, self.views + 1):
+            out[f"view{view}"] = torch.from_numpy(np.stack([augment(x, rng, self.shear, self.crop_ratio) for x in joint]))
+        return out
 
 
 class ModalityDataset(_StoreBatches):
@@ -231,11 +238,13 @@ def write_synthetic_store(path, n_train=32, n_val=16, num_class=4, benchmark="nt
 
     Each class gets its own mean pose offset, so a linear classifier can learn something.
     All six ``modalities/<name>`` arrays are random (not derived from the joints); the
-    stage attributes say ``synthetic: True``. Not for anything but plumbing checks.
+    stage attributes give the default modality parameters (``t_length = frames``) and
+    ``synthetic: True``. Not for anything but plumbing checks.
 
     Returns:
         the path written.
     """
+    from ikem_data.build_modalities import stage_params
     from ikem_data.names import MODALITIES
 
     modalities = tuple(modalities or MODALITIES)
@@ -257,5 +266,5 @@ def write_synthetic_store(path, n_train=32, n_val=16, num_class=4, benchmark="nt
             store.create_array(f"modalities/{name}", data.shape, np.float32,
                                chunks=(16, 3, frames, 25, persons))[...] = data
         store.attrs["gendata"] = {"complete": True, "params": {"synthetic": True}}
-        store.attrs["modalities"] = {"complete": True, "params": {"synthetic": True}}
+        store.attrs["modalities"] = {"complete": True, "params": {**stage_params(t_length=frames), "synthetic": True}}
     return path

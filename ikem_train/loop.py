@@ -1,7 +1,8 @@
 """The pretraining / distillation loop: one function, read top to bottom (METHOD.md §6.5, §7).
 
-``train`` drives any module with the PretrainModel forward contract
-``model(view1, view2, frames, epoch) -> {"loss": ..., "loss/<part>": ...}``:
+``train`` drives any module with the forward contract
+``model(**{name: batch[name] for name in model.inputs}, epoch=epoch) -> {"loss": ..., "loss/<part>": ...}``
+(PretrainModel and DistillModel take ``view1, view2, frames``; FinetuneModel ``view1, frames, label``):
 SGD with a step schedule that is a plain function of the 1-based epoch, full batches
 (drop_last), bf16 autocast on CUDA only, optional ``torch.compile``, tqdm progress,
 ``metrics.jsonl`` (and TensorBoard when asked and installed), atomic checkpoints
@@ -84,19 +85,21 @@ def _same_sections(saved: dict, now: dict, sections) -> list[str]:
 
 
 def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra: dict | None = None,
-          resume: bool = False, log=print) -> dict:
+          resume: bool = False, epoch_end=None, log=print) -> dict:
     """Train ``model`` on ``dataset`` for ``cfg.optim.epochs`` epochs, checkpointing in ``run_dir``.
 
     Args:
-        model: nn.Module with the PretrainModel forward contract (see module docstring).
+        model: nn.Module with the forward contract (see module docstring).
         dataset: a :class:`ikem_train.data.PretrainDataset` (or any batch dataset giving
-            ``view1``, ``view2``, ``frames``).
+            ``index`` and the entries named by ``model.inputs``).
         cfg: the run config (data, optim, run sections are used).
         run_dir: run folder (see :func:`prepare_run_dir`; call it first).
-        kind: ``"pretrain"`` or ``"distill"``, stored in the checkpoint.
+        kind: ``"pretrain"``, ``"distill"`` or ``"finetune"``, stored in the checkpoint.
         modalities: names stored in the checkpoint (the model's streams).
         extra: more entries for each checkpoint (e.g. the teacher path).
         resume: continue from ``run_dir/last.pt`` (model, optimizer, epoch, step, RNG).
+        epoch_end: optional ``f(epoch, model) -> dict`` run after each epoch (e.g. a val
+            evaluation); its entries join the epoch's metrics record.
         log: a print-like function for one-line messages.
 
     Returns:
@@ -150,11 +153,10 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
         sums, count, t0 = defaultdict(float), 0, time.perf_counter()
         bar = progress(loader, desc=f"{kind} epoch {epoch}/{cfg.optim.epochs}", leave=False)
         for i, batch in enumerate(bar, start=1):
-            view1 = batch["view1"].to(device, non_blocking=True)  # (B, 3, T, 25, M)
-            view2 = batch["view2"].to(device, non_blocking=True)
-            frames = batch["frames"].to(device, non_blocking=True)  # (B,)
+            # e.g. view1, view2 (B, 3, T, 25, M), frames (B,): the entries the model names
+            inputs = {name: batch[name].to(device, non_blocking=True) for name in model.inputs}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out = forward(view1, view2, frames, epoch)
+                out = forward(**inputs, epoch=epoch)
             loss = out["loss"]
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -165,7 +167,7 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
             loss.backward()
             opt.step()
             step += 1
-            count += view1.shape[0]
+            count += len(batch["index"])
             for name, part in out.items():
                 sums[name] += float(part.detach()) if torch.is_tensor(part) else float(part)
             rate = count / max(time.perf_counter() - t0, 1e-9)
@@ -176,6 +178,8 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
         record = {"kind": kind, "epoch": epoch, "step": step, "lr": lr,
                   **{name: total / batches for name, total in sums.items()},
                   "samples_per_s": count / max(seconds, 1e-9), "seconds": seconds}
+        if epoch_end is not None:
+            record.update(epoch_end(epoch, model))
         append_jsonl(run_dir / "metrics.jsonl", record)
         if writer is not None:
             for name, value in record.items():

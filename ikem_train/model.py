@@ -84,6 +84,9 @@ class PretrainModel(nn.Module):
     ``ikem_head.<m>.*``, buffers ``queue_<m>`` (D, K) and ``queue_ptr`` (1,).
     """
 
+    #: Batch entries the training loop passes to ``forward`` (besides ``epoch``).
+    inputs = ("view1", "view2", "frames")
+
     def __init__(self, modalities, *, in_channels=3, hidden_channels=16, hidden_dim=256, dropout=0.5,
                  feature_dim=128, mlp=True, queue_size=32768, momentum=0.999, temperature=0.07,
                  cross_epoch=150, topk=1, context=True, ikem=True,
@@ -216,6 +219,8 @@ class DistillModel(nn.Module):
             does not match its config (missing/unexpected keys, shapes), or a bad switch.
     """
 
+    inputs = ("view1", "view2", "frames")  # as PretrainModel
+
     def __init__(self, teacher_state, teacher_config, *, student_modalities=STUDENT_MODALITIES,
                  teacher_mode="train", omega_queue="bone", student_dim=768, queue_size=32768,
                  temperature=0.07, topk=1, context=True):
@@ -336,8 +341,8 @@ def encoder_state_dicts(model_state, modalities):
     """The STGCN state dict of each requested modality of a PretrainModel/DistillModel.
 
     Args:
-        model_state: a PretrainModel (``query.<m>.backbone.*``) or DistillModel
-            (``student.<m>.backbone.*``) state dict.
+        model_state: a PretrainModel (``query.<m>.backbone.*``), DistillModel
+            (``student.<m>.backbone.*``) or FinetuneModel (``streams.<m>.backbone.*``) state dict.
         modalities: names (or a spec accepted by ``resolve_modalities``).
 
     Returns:
@@ -349,7 +354,7 @@ def encoder_state_dicts(model_state, modalities):
     available = {}
     for key in model_state:
         parts = key.split(".")
-        if len(parts) > 3 and parts[0] in ("query", "student") and parts[2] == "backbone":
+        if len(parts) > 3 and parts[0] in ("query", "student", "streams") and parts[2] == "backbone":
             available.setdefault(parts[1], parts[0])
     out = {}
     for m in resolve_modalities(modalities):

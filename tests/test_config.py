@@ -30,7 +30,7 @@ def test_paper_configs(bench, classes):
     assert sclr.model.modalities == ("joint",)
     linear = load_config(CONFIGS / bench / "linear.yaml")
     assert (linear.linear.lr, linear.linear.epochs, linear.linear.milestones) == (3.0, 100, (80,))
-    assert linear.linear.num_class == classes
+    assert linear.data.num_class == classes
 
 
 def test_tiny_config_runs_the_cross_phase():
@@ -58,7 +58,7 @@ def test_include_and_override_order(tmp_path):
 
 @pytest.mark.parametrize("override,needle", [
     (["model.qeue_size=64"], "unknown key 'model.qeue_size'; valid keys here: modalities"),
-    (["optimizer.lr=1"], "unknown key 'optimizer'; valid keys here: data, model, distill, optim, linear, run"),
+    (["optimizer.lr=1"], "unknown key 'optimizer'; valid keys here: data, model, distill, optim, linear, evaluation, finetune, run"),
     (["optim.lr=-1"], "optim.lr"),
     (["optim.lr=fast"], "optim.lr"),
     (["run.device=tpu"], "run.device"),

@@ -18,7 +18,7 @@ from ikem_train.checkpoint import load_checkpoint, save_checkpoint, seed_everyth
 from ikem_train.config import ConfigError, config_to_dict, load_config
 from ikem_train.data import write_synthetic_store
 from ikem_train.graph import spatial_adjacency
-from ikem_train.linear import load_encoders
+from ikem_train.evaluation import load_encoders
 from ikem_train.model import DistillModel, PretrainModel
 from ikem_train.stgcn import STGCN
 

@@ -10,7 +10,8 @@ from ikem_train.checkpoint import load_checkpoint, save_checkpoint, seed_everyth
 from ikem_train.config import load_config
 from ikem_train.data import PretrainDataset, write_synthetic_store
 from ikem_train.fuse import FuseError, fuse_runs
-from ikem_train.linear import LinearEvalError, linear_evaluate
+from ikem_train.evaluation import EvaluationError
+from ikem_train.jobs import linear
 from ikem_train.loop import prepare_run_dir, train
 from ikem_train.model import PretrainModel, encoder_state_dicts
 
@@ -40,8 +41,8 @@ def pretrained(tmp_path_factory):
 def test_linear_fits_frozen_encoders_and_saves_fusable_scores(pretrained, tmp_path):
     store, checkpoint, cfg = pretrained
     before = encoder_state_dicts(load_checkpoint(checkpoint)["model"], MODS)
-    res = linear_evaluate(checkpoint, store, "ntu60-xsub", cfg, prepare_run_dir(tmp_path / "lin", False),
-                          log=lambda *a: None)
+    res = linear(store, "ntu60-xsub", tmp_path / "lin", checkpoint=checkpoint, overrides=SETTINGS,
+                 log=lambda *a: None)
     assert res["modalities"] == MODS and res["fused"] and res["encoder_unchanged"]
     assert res["final"]["epoch"] == 6 and "validation split" in res["best_on_val"]["note"]
     assert res["train_samples"] == 16 and res["val_samples"] == 8
@@ -62,16 +63,16 @@ def test_linear_refuses_a_checkpoint_with_missing_encoder_keys(pretrained, tmp_p
     assert dropped in ck["model"]
     del ck["model"][dropped]
     broken = save_checkpoint(tmp_path / "broken.pt", ck)
-    with pytest.raises(LinearEvalError, match="data_bn.weight"):
-        linear_evaluate(broken, store, "ntu60-xsub", cfg, prepare_run_dir(tmp_path / "lin", False),
-                        log=lambda *a: None)
+    with pytest.raises(EvaluationError, match="data_bn.weight"):
+        linear(store, "ntu60-xsub", tmp_path / "lin", checkpoint=broken, overrides=SETTINGS, log=lambda *a: None)
+    assert not (tmp_path / "lin").exists()  # refused before anything is written
 
 
 def test_linear_refuses_a_modality_the_checkpoint_lacks(pretrained, tmp_path):
     store, checkpoint, cfg = pretrained
-    with pytest.raises(LinearEvalError, match="acceleration.*joint, bone"):
-        linear_evaluate(checkpoint, store, "ntu60-xsub", cfg, prepare_run_dir(tmp_path / "lin", False),
-                        modalities=["acceleration"], log=lambda *a: None)
+    with pytest.raises(EvaluationError, match="acceleration.*joint, bone"):
+        linear(store, "ntu60-xsub", tmp_path / "lin", checkpoint=checkpoint, modalities=["acceleration"],
+               overrides=SETTINGS, log=lambda *a: None)
 
 
 def _scores(run, fused, label, names):

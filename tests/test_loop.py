@@ -21,6 +21,8 @@ class StandIn(nn.Module):
     resume has to restore all of them. ``nan_at`` makes the loss NaN from that epoch on.
     """
 
+    inputs = ("view1", "view2", "frames")
+
     def __init__(self, queue_size=8, nan_at=None):
         super().__init__()
         self.query = nn.Linear(3, 4)

@@ -153,15 +153,29 @@ def test_real_ntu_files_match_reference(ntu_dir):
     _check(got3, reference(joint[:3], frames[:3]), atol=1e-4)
 
 
-def test_equal_to_numba_kernels(ntu_dir):
-    numba_mod = pytest.importorskip("ikem_data.modalities", reason="numba modalities not landed yet")
-    joint, frames = _real_sequences(ntu_dir)
-    rng = np.random.default_rng(1)
-    random = rng.normal(scale=0.3, size=(3, 3, 50, 25, 2)).astype(np.float32)
-    for x, f in ((joint, frames), (joint[:3], frames[:3]), (random, np.array([30, 50, 300]))):
-        for bone_pairs in ("ikem", "crossclr"):
-            ref = numba_mod.compute_modalities(x, f, MODALITIES, bone_pairs, True)
-            got = compute_modalities(torch.from_numpy(x), torch.from_numpy(np.asarray(f)), MODALITIES, bone_pairs)
+def _assert_equal_to_numba(x, frames):
+    from ikem_data import modalities as numba_mod
+
+    for bone_pairs in ("ikem", "crossclr"):
+        for true_timeline in (True, False):
+            ref = numba_mod.compute_modalities(x, frames, MODALITIES, bone_pairs, true_timeline)
+            got = compute_modalities(torch.from_numpy(x), torch.from_numpy(np.asarray(frames)), MODALITIES,
+                                     bone_pairs, true_timeline)
             for name in MODALITIES:
                 np.testing.assert_allclose(got[name].numpy(), np.asarray(ref[name]), rtol=1e-4, atol=1e-4,
-                                           err_msg=f"{name} ({bone_pairs})")
+                                           err_msg=f"{name} ({bone_pairs}, true_timeline={true_timeline})")
+
+
+def test_equal_to_numba_kernels_on_random_input():
+    # runs without ../shared/data: random bodies, a batch of 3 and an absent second body
+    rng = np.random.default_rng(1)
+    x = rng.normal(scale=0.3, size=(3, 3, 50, 25, 2)).astype(np.float32)
+    x[1, ..., 1] = 0
+    _assert_equal_to_numba(x, np.array([30, 50, 300]))
+    _assert_equal_to_numba(x[:1], np.array([77]))
+
+
+def test_equal_to_numba_kernels_on_real_files(ntu_dir):
+    joint, frames = _real_sequences(ntu_dir)
+    _assert_equal_to_numba(joint, frames)
+    _assert_equal_to_numba(joint[:3], frames[:3])

@@ -1,0 +1,464 @@
+"""Every ``ikem-train`` job as one function: the CLI and the demo call these, nothing else.
+
+Each job takes a store, a benchmark, a run folder, a config (a YAML path plus
+``section.key=value`` overrides, the file's values over the defaults) and returns a result
+dict; ``log`` receives one-line messages. All checks (config, checkpoint kind and
+modalities, store/checkpoint agreement, option conflicts) run *before* the run folder is
+created, so a refused job writes nothing.
+
+- :func:`pretrain`, :func:`distill`: self-supervised training (:mod:`ikem_train.loop`).
+- :func:`linear`, :func:`knn`: frozen-feature evaluation of a checkpoint's encoders (or of
+  randomly initialised ones, the no-pretraining baseline).
+- :func:`finetune`: encoders and classifiers trained end to end on labels: fine-tuning,
+  semi-supervised (a labelled fraction) or supervised from scratch.
+
+Every run folder gets ``config.yaml``; evaluation runs also ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ikem_data.names import MODALITIES, resolve_modalities
+from ikem_train import evaluation as ev
+from ikem_train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
+from ikem_train.config import Config, config_from_dict, config_to_dict, load_config
+from ikem_train.data import ModalityDataset, PretrainDataset
+from ikem_train.loop import prepare_run_dir, resolve_device, train
+
+# -- shared helpers ---------------------------------------------------------------------
+
+
+def _resume_base(run_dir, resume: bool) -> dict | None:
+    """The checkpoint entries of ``run_dir/last.pt`` when resuming (None otherwise)."""
+    if not resume:
+        return None
+    path = Path(run_dir) / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"--resume: no {path} to continue from")
+    return load_checkpoint(path)
+
+
+def _store_params(store_path) -> dict:
+    """The store's modality parameters that encoders depend on (recorded in checkpoints)."""
+    from ikem_data.store import open_store
+
+    with open_store(store_path, "r") as store:
+        params = (store.stage("modalities") or {}).get("params") or {}
+    return {key: params[key] for key in ev.STORE_KEYS if key in params}
+
+
+def _with_model(cfg: Config, model_cfg: dict) -> Config:
+    """``cfg`` with its ``model`` section replaced (encoders follow their checkpoint)."""
+    plain = config_to_dict(cfg)
+    plain["model"] = dict(model_cfg)
+    return config_from_dict(plain)
+
+
+def _write_config(run: Path, cfg: Config) -> None:
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def _num_class(cfg: Config, *label_arrays) -> int:
+    top = max(int(np.max(a)) for a in label_arrays if len(a)) + 1
+    if cfg.data.num_class is not None and top > cfg.data.num_class:
+        raise ev.EvaluationError(f"data.num_class={cfg.data.num_class} but the store's labels go up to {top - 1}")
+    return cfg.data.num_class or top
+
+
+def _val_names(store_path, index) -> np.ndarray:
+    from ikem_data.store import open_store
+
+    with open_store(store_path, "r") as store:
+        names = store.names()
+    return np.array([names[int(i)] for i in index])
+
+
+# -- self-supervised training -----------------------------------------------------------
+
+
+def pretrain(store, benchmark, run_dir, *, config=None, overrides=(), resume=False, log=print) -> dict:
+    """Pretrain one encoder per modality: SkeletonCLR (one), CrosSCLR or IKEM (several).
+
+    Returns:
+        ``{"run", "checkpoint", "last_epoch"}`` (the last epoch's metrics record).
+
+    Raises:
+        ConfigError, StoreError, KeyError (unknown benchmark), TrainingError, CheckpointError.
+    """
+    from ikem_train.model import PretrainModel
+
+    base = _resume_base(run_dir, resume)
+    cfg = load_config(config, overrides, base["config"] if base else None)
+    dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
+                              seed=cfg.data.seed)
+    run = prepare_run_dir(run_dir, resume)
+    seed_everything(cfg.data.seed)
+    model = PretrainModel(**asdict(cfg.model))
+    log(f"pretraining {', '.join(cfg.model.modalities)} on {benchmark} ({len(dataset)} train samples) "
+        f"for {cfg.optim.epochs} epochs into {run}")
+    record = train(model, dataset, cfg, run, kind="pretrain", modalities=cfg.model.modalities, resume=resume,
+                   extra={"store": str(store), "benchmark": benchmark, "store_params": _store_params(store)},
+                   log=log)
+    return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
+
+
+def load_teacher(path) -> dict:
+    """Load a six-modality pretrain checkpoint to distil from.
+
+    Raises:
+        CheckpointError: missing/unreadable file, not a pretrain checkpoint (a student
+            cannot be a teacher), or not all six modalities.
+    """
+    ck = load_checkpoint(path)
+    if ck["kind"] != "pretrain":
+        raise CheckpointError(f"{path} is a {ck['kind']!r} checkpoint (a student cannot be a teacher); "
+                              "give a six-modality pretrain checkpoint")
+    have = list(ck["modalities"])
+    if set(have) != set(MODALITIES):
+        missing = [m for m in MODALITIES if m not in have]
+        raise CheckpointError(f"{path} is a pretrain checkpoint of {', '.join(have)}; distillation needs the six "
+                              f"modalities (missing: {', '.join(missing)})")
+    return ck
+
+
+def distill(store, benchmark, run_dir, *, teacher=None, config=None, overrides=(), resume=False, log=print) -> dict:
+    """Distil a six-modality teacher into joint/motion/bone students (METHOD.md §7).
+
+    The students' encoders take the teacher's ``model`` settings (widths, graph, bones).
+
+    Args:
+        teacher: the teacher checkpoint; with ``resume``, defaults to the one recorded.
+
+    Raises:
+        as :func:`pretrain`; EvaluationError: the store does not match the teacher.
+    """
+    from ikem_train.model import DistillModel
+
+    base = _resume_base(run_dir, resume)
+    if teacher is None:
+        if base is None:
+            raise CheckpointError("--teacher is required (a six-modality pretrain checkpoint)")
+        teacher = base.get("teacher")
+    tck = load_teacher(teacher)
+    ev.check_store_agrees(store, tck["config"]["model"], tck.get("store_params"))
+    cfg = _with_model(load_config(config, overrides, base["config"] if base else None), tck["config"]["model"])
+    dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
+                              seed=cfg.data.seed)
+    run = prepare_run_dir(run_dir, resume)
+    seed_everything(cfg.data.seed)
+    model = DistillModel(tck["model"], tck["config"]["model"], **asdict(cfg.distill))
+    log(f"distilling {teacher} into {', '.join(cfg.distill.student_modalities)} on {benchmark} "
+        f"({len(dataset)} train samples) for {cfg.optim.epochs} epochs into {run}")
+    record = train(model, dataset, cfg, run, kind="distill", modalities=cfg.distill.student_modalities,
+                   resume=resume, log=log,
+                   extra={"teacher": str(teacher), "store": str(store), "benchmark": benchmark,
+                          "store_params": _store_params(store)})
+    return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
+
+
+# -- frozen-feature evaluation ----------------------------------------------------------
+
+
+def _encoders(cfg: Config, checkpoint, random_init: bool, modalities):
+    """(encoders, names, model config dict, trained-on store params, source entries)."""
+    if checkpoint is not None and random_init:
+        raise ev.EvaluationError("give --checkpoint or --random-init, not both")
+    if checkpoint is not None:
+        ck = load_checkpoint(checkpoint, kind=ev.CHECKPOINT_KINDS)
+        names = ev.checkpoint_modalities(ck, modalities)
+        return (ev.load_encoders(ck, names), names, ck["config"]["model"], ck.get("store_params"),
+                {"checkpoint": str(checkpoint), "checkpoint_kind": ck["kind"], "random_init": False})
+    if not random_init:
+        raise ev.EvaluationError("give --checkpoint (a pretrain, distill or finetune checkpoint) or --random-init")
+    names = resolve_modalities(cfg.model.modalities if modalities in (None, "all") else modalities)
+    model_cfg = config_to_dict(cfg)["model"]
+    return (ev.random_encoders(model_cfg, names, cfg.data.seed), names, model_cfg, None,
+            {"checkpoint": None, "checkpoint_kind": None, "random_init": True})
+
+
+class _FrozenFeatures:
+    """Features of the train and val splits from frozen encoders, with their checks."""
+
+    def __init__(self, store, benchmark, cfg: Config, checkpoint, random_init, modalities):
+        self.encoders, self.names, self.model_cfg, trained_on, self.source = _encoders(
+            cfg, checkpoint, random_init, modalities)
+        self.store_params = ev.check_store_agrees(store, self.model_cfg, trained_on)
+        self.train_ds = ModalityDataset(store, benchmark, "train", self.names)
+        self.val_ds = ModalityDataset(store, benchmark, "val", self.names)
+        self.num_class = _num_class(cfg, self.train_ds.labels, self.val_ds.labels)
+        self.store, self.benchmark, self.cfg = store, benchmark, cfg
+
+    def extract(self, log):
+        """Recalibrate BN when asked, extract, check health; sets x/y/index and health."""
+        cfg = self.cfg
+        device = resolve_device(cfg.run.device)
+        self.encoders.to(device)
+        batch, workers = cfg.data.eval_batch_size, cfg.data.num_workers
+        if cfg.evaluation.bn_recalibrate:
+            ev.recalibrate_bn(self.encoders, self.train_ds, batch, device, workers)
+            log(f"BatchNorm statistics recomputed over {len(self.train_ds)} train samples")
+        self.snapshot = ev.parameter_snapshot(self.encoders)
+        t0 = time.perf_counter()
+        self.x_train, self.y_train, _ = ev.extract_features(self.encoders, self.train_ds, batch, device, workers)
+        self.x_val, self.y_val, self.i_val = ev.extract_features(self.encoders, self.val_ds, batch, device, workers)
+        log(f"features of {len(self.x_train)} train and {len(self.x_val)} val samples "
+            f"in {time.perf_counter() - t0:.1f} s")
+        self.health = ev.feature_health(self.x_train, self.names, cfg.evaluation.collapse_threshold)
+        warning = ev.collapse_warning(self.health, cfg.evaluation.collapse_threshold, cfg.evaluation.bn_recalibrate)
+        if warning:
+            log(warning)
+        self.device = device
+
+    def unchanged(self) -> bool:
+        """Whether the frozen encoders still equal their state before feature extraction."""
+        changed = ev.changed_parameters(self.snapshot, self.encoders)
+        if changed:
+            raise ev.EvaluationError(f"frozen encoder weights changed during evaluation: {changed[:5]}")
+        return True
+
+    def results(self, job, run) -> dict:
+        """The entries every frozen-feature results.json shares."""
+        return {"job": job, **self.source, "store": str(self.store), "benchmark": self.benchmark,
+                "modalities": list(self.names), "fused": len(self.names) > 1, "num_class": self.num_class,
+                "graph_partition": self.model_cfg.get("graph_partition"), "store_params": self.store_params,
+                "bn_recalibrate": self.cfg.evaluation.bn_recalibrate, "feature_health": self.health,
+                "train_samples": len(self.y_train), "val_samples": len(self.y_val), "run": str(run)}
+
+
+def linear(store, benchmark, run_dir, *, checkpoint=None, random_init=False, modalities=None, config=None,
+           overrides=(), log=print) -> dict:
+    """Linear evaluation (METHOD.md §8): frozen encoders, new linear classifiers, val top-1/top-5.
+
+    Args:
+        checkpoint: pretrain, distill or finetune checkpoint; or ``random_init`` for
+            freshly initialised encoders (seed ``data.seed``).
+        modalities: names, a comma string, ``"all"`` or None (the checkpoint's).
+
+    Returns:
+        the dict written to ``results.json``: ``final`` and ``best_on_val`` records,
+        ``per_modality_top1`` (each head of the fused classifier alone), per-class
+        accuracy, baselines, feature health, ``encoder_unchanged``.
+
+    Raises:
+        ConfigError, CheckpointError, EvaluationError, StoreError, KeyError.
+    """
+    from ikem_train.linear import BEST_LABEL, fit_linear
+
+    cfg = load_config(config, overrides)
+    frozen = _FrozenFeatures(store, benchmark, cfg, checkpoint, random_init, modalities)
+    run = prepare_run_dir(run_dir, False)
+    _write_config(run, cfg)
+    frozen.extract(log)
+    fit = fit_linear(frozen.x_train, frozen.y_train, frozen.x_val, frozen.y_val, frozen.names, cfg.linear,
+                     frozen.num_class, seed=cfg.data.seed, device=frozen.device, metrics_path=run / "metrics.jsonl",
+                     log=log)
+    unchanged = frozen.unchanged()
+    per, names = fit["logits"], frozen.names
+    fused = per.mean(0)
+    scores = {"fused": fused.numpy(), "label": frozen.y_val.numpy(), "index": frozen.i_val.numpy(),
+              "name": _val_names(store, frozen.i_val), "modalities": np.array(names),
+              **{f"logits/{m}": per[k].numpy() for k, m in enumerate(names)}}
+    np.savez(run / "scores.tmp.npz", **scores)
+    (run / "scores.tmp.npz").replace(run / "scores.npz")
+    save_checkpoint(run / "classifier.pt", {
+        "model": fit["heads"].state_dict(), "kind": "linear", "epoch": cfg.linear.epochs, "modalities": list(names),
+        "config": config_to_dict(cfg), "checkpoint": frozen.source["checkpoint"]})
+    strip = ("lr",)
+    results = {
+        **frozen.results("linear", run),
+        "final": {k: v for k, v in fit["final"].items() if k not in strip},
+        "best_on_val": {"note": BEST_LABEL, **{k: v for k, v in fit["best"].items() if k not in strip}},
+        "per_modality_top1": {m: fit["final"][f"top1/{m}"] for m in names},
+        **ev.class_report(fused.argmax(1), frozen.y_val, frozen.y_train, frozen.num_class),
+        "encoder_unchanged": unchanged,
+    }
+    _write_json(run / "results.json", results)
+    return results
+
+
+def knn(store, benchmark, run_dir, *, checkpoint=None, random_init=False, modalities=None, config=None,
+        overrides=(), log=print) -> dict:
+    """KNN retrieval: cosine k-NN (k = ``evaluation.knn_k``) of val features among train features.
+
+    Per modality and fused (:func:`ikem_train.knn.fuse_features`); top-1 on val.
+
+    Returns:
+        the dict written to ``results.json``: ``top1`` {modality..., "fused"}, ``k``,
+        per-class accuracy of the fused prediction, baselines, feature health.
+
+    Raises:
+        as :func:`linear`; EvaluationError: k larger than the train split.
+    """
+    from ikem_train.knn import fuse_features, knn_predict
+
+    cfg = load_config(config, overrides)
+    frozen = _FrozenFeatures(store, benchmark, cfg, checkpoint, random_init, modalities)
+    k = cfg.evaluation.knn_k
+    if k > len(frozen.train_ds):
+        raise ev.EvaluationError(f"--k {k} is larger than the {len(frozen.train_ds)} train samples of {benchmark}")
+    run = prepare_run_dir(run_dir, False)
+    _write_config(run, cfg)
+    frozen.extract(log)
+    preds = {m: knn_predict(frozen.x_train[:, i], frozen.y_train, frozen.x_val[:, i], k)
+             for i, m in enumerate(frozen.names)}
+    if len(frozen.names) > 1:
+        preds["fused"] = knn_predict(fuse_features(frozen.x_train), frozen.y_train, fuse_features(frozen.x_val), k)
+    top1 = {m: float((p == frozen.y_val).float().mean()) for m, p in preds.items()}
+    overall = preds.get("fused", preds[frozen.names[0]])
+    np.savez(run / "predictions.tmp.npz", label=frozen.y_val.numpy(), index=frozen.i_val.numpy(),
+             name=_val_names(store, frozen.i_val), **{f"pred/{m}": p.numpy() for m, p in preds.items()})
+    (run / "predictions.tmp.npz").replace(run / "predictions.npz")
+    results = {**frozen.results("knn", run), "k": k, "similarity": "cosine",
+               "fusion": "concatenated L2-normalised features (mean of per-modality cosines)",
+               "top1": top1, **ev.class_report(overall, frozen.y_val, frozen.y_train, frozen.num_class),
+               "encoder_unchanged": frozen.unchanged()}
+    _write_json(run / "results.json", results)
+    for m, acc in top1.items():
+        log(f"knn (k={k}) {m}: val top-1 {100 * acc:.2f} %")
+    return results
+
+
+# -- supervised training ----------------------------------------------------------------
+
+
+def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, modalities=None, config=None,
+             overrides=(), resume=False, log=print) -> dict:
+    """Fine-tune encoders and new classifiers end to end on the train split's labels.
+
+    ``finetune.label_fraction`` (``--label-fraction``) fine-tunes on a seeded per-class
+    subset (semi-supervised; the drawn store indices are saved as
+    ``labelled_train_indices.npy``); ``from_scratch`` trains randomly initialised
+    encoders (the supervised baseline). The schedule is the ``optim`` section; the val
+    split is evaluated every ``finetune.eval_interval`` epochs and at the last.
+
+    Returns:
+        the dict written to ``results.json``: ``final`` and ``best_on_val`` (labelled),
+        ``per_modality_top1``, per-class accuracy, baselines, ``encoder_changed`` (a
+        comparison of the backbone weights before and after).
+
+    Raises:
+        ConfigError, CheckpointError, EvaluationError, StoreError, KeyError, TrainingError;
+        ValueError: a label fraction that leaves a class without a sample.
+    """
+    from ikem_train.finetune import FinetuneModel, label_subset
+    from ikem_train.linear import BEST_LABEL
+    from ikem_train.model import Encoder, encoder_state_dicts
+
+    base = _resume_base(run_dir, resume)
+    if base is not None and checkpoint is None and not from_scratch:
+        checkpoint, from_scratch = base.get("checkpoint"), bool(base.get("from_scratch"))
+    if checkpoint is not None and from_scratch:
+        raise ev.EvaluationError("--from-scratch trains random encoders: do not give --checkpoint with it")
+    if checkpoint is None and not from_scratch:
+        raise ev.EvaluationError("give --checkpoint (a pretrain, distill or finetune checkpoint) or --from-scratch")
+    cfg = load_config(config, overrides, base["config"] if base else None)
+    states, trained_on = None, None
+    if checkpoint is not None:
+        ck = load_checkpoint(checkpoint, kind=ev.CHECKPOINT_KINDS)
+        names = ev.checkpoint_modalities(ck, modalities)
+        states, trained_on = encoder_state_dicts(ck["model"], names), ck.get("store_params")
+        cfg = _with_model(cfg, ck["config"]["model"])
+    else:
+        names = resolve_modalities(cfg.model.modalities if modalities in (None, "all") else modalities)
+    model_cfg = config_to_dict(cfg)["model"]
+    store_params = ev.check_store_agrees(store, model_cfg, trained_on)
+    train_ds = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
+                               seed=cfg.data.seed, views=1)
+    fraction = cfg.finetune.label_fraction
+    if fraction is not None:
+        subset = label_subset(train_ds.labels, fraction, cfg.data.seed)
+        train_ds = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
+                                   seed=cfg.data.seed, views=1, positions=subset)
+    val_ds = ModalityDataset(store, benchmark, "val", names)
+    num_class = _num_class(cfg, train_ds.labels, val_ds.labels)
+    if len(train_ds) < cfg.data.batch_size:
+        raise ev.EvaluationError(f"{len(train_ds)} labelled train samples are fewer than one batch of "
+                                 f"{cfg.data.batch_size}; lower data.batch_size")
+    run = prepare_run_dir(run_dir, resume)
+    labelled = run / "labelled_train_indices.npy"
+    if fraction is not None:
+        if resume and labelled.is_file() and not np.array_equal(np.load(labelled), train_ds.indices):
+            raise ev.EvaluationError(f"{labelled} differs from the subset this config draws; resume with the same seed")
+        np.save(labelled, train_ds.indices)
+
+    torch.manual_seed(cfg.data.seed)
+    widths = {k: model_cfg[k] for k in ev.STGCN_KEYS if k in model_cfg}
+    streams = torch.nn.ModuleDict({m: Encoder(num_class, mlp=False, **widths) for m in names})
+    if states is not None:
+        for m in names:
+            streams[m].backbone.load_state_dict(states[m], strict=True)
+    model = FinetuneModel(streams, model_cfg["bone_pairs"], model_cfg["true_timeline"])
+    backbones = torch.nn.ModuleDict({m: streams[m].backbone for m in names})
+    start = ev.parameter_snapshot(backbones)
+    device = resolve_device(cfg.run.device)
+    latest = {}
+
+    @torch.no_grad()
+    def evaluate(epoch, model):
+        if epoch % cfg.finetune.eval_interval and epoch != cfg.optim.epochs:
+            return {}
+        model.eval()
+        per = []
+        for x, _, _ in _batches(val_ds, cfg, device):
+            per.append(model.logits({m: x[:, k] for k, m in enumerate(names)}).float().cpu())
+        per = torch.cat(per, dim=1)  # (K, n_val, C)
+        latest["logits"] = per
+        fused = per.mean(0)
+        y = torch.from_numpy(val_ds.labels)
+        rec = {"val/top1": ev.topk_accuracy(fused, y, 1), "val/top5": ev.topk_accuracy(fused, y, 5),
+               **{f"val/top1/{m}": ev.topk_accuracy(per[k], y, 1) for k, m in enumerate(names)}}
+        log(f"finetune epoch {epoch}: val top-1 {100 * rec['val/top1']:.2f} %, top-5 {100 * rec['val/top5']:.2f} %")
+        return rec
+
+    what = "from scratch (random encoders)" if from_scratch else f"from {checkpoint}"
+    share = f"{len(train_ds)} labelled train samples" + (f" ({fraction:g} per class)" if fraction else "")
+    log(f"fine-tuning {', '.join(names)} {what} on {benchmark}, {share}, for {cfg.optim.epochs} epochs into {run}")
+    train(model, train_ds, cfg, run, kind="finetune", modalities=names, resume=resume, epoch_end=evaluate, log=log,
+          extra={"checkpoint": None if checkpoint is None else str(checkpoint), "from_scratch": bool(from_scratch),
+                 "store": str(store), "benchmark": benchmark, "store_params": store_params})
+    if "logits" not in latest:  # a resumed run that had nothing left to train
+        model.load_state_dict(load_checkpoint(run / "last.pt")["model"])
+        evaluate(cfg.optim.epochs, model.to(device))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r for r in records if "val/top1" in r]
+    final, best = evaluated[-1], max(evaluated, key=lambda r: r["val/top1"])
+    keep = lambda r: {"epoch": r["epoch"], **{k[4:]: v for k, v in r.items() if k.startswith("val/")}}  # noqa: E731
+    fused = latest["logits"].mean(0)
+    changed = bool(ev.changed_parameters(start, backbones))
+    results = {
+        "job": "finetune", "checkpoint": None if checkpoint is None else str(checkpoint),
+        "from_scratch": bool(from_scratch), "store": str(store), "benchmark": benchmark, "modalities": list(names),
+        "fused": len(names) > 1, "num_class": num_class, "graph_partition": model_cfg.get("graph_partition"),
+        "store_params": store_params, "label_fraction": fraction, "train_samples": len(train_ds),
+        "val_samples": len(val_ds), "run": str(run),
+        "final": keep(final), "best_on_val": {"note": BEST_LABEL, **keep(best)},
+        "per_modality_top1": {m: final[f"val/top1/{m}"] for m in names},
+        **ev.class_report(fused.argmax(1), torch.from_numpy(val_ds.labels), train_ds.labels, num_class),
+        "encoder_changed": changed,
+    }
+    _write_json(run / "results.json", results)
+    return results
+
+
+def _batches(dataset, cfg: Config, device):
+    """(x (B, K, 3, T, 25, M) on device, labels, store indices) over a ModalityDataset in order."""
+    from ikem_train.data import make_loader
+
+    loader, _ = make_loader(dataset, cfg.data.eval_batch_size, shuffle=False, drop_last=False,
+                            num_workers=cfg.data.num_workers)
+    for batch in loader:
+        yield batch["x"].to(device), batch["label"], batch["index"]
