@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command on a fresh clone: install ikem into .venv and run the whole IKEM method
-# (gendata -> modalities -> teacher -> distillation -> linear evaluation) on the bundled
-# MIT-licensed Kinect captures. A smoke run of a few minutes on 2 CPU cores, not a benchmark.
+# (gendata -> modalities -> teacher -> distillation -> linear and KNN evaluation, beside
+# random-init and supervised baselines, 3 seeds) on the bundled MIT-licensed Kinect captures.
+# A smoke run of about 5 minutes on 2 CPU cores, not a benchmark.
 # Extra arguments go to `ikem-train demo` (see `ikem-train demo --help`).
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -16,7 +16,7 @@ _HELP_SET = "Override a config value, e.g. --set optim.lr=0.05 (value parsed as 
 
 # Error types whose message is written for users; anything else keeps its traceback (a bug).
 _FRIENDLY = {"ConfigError", "TrainingError", "CheckpointError", "EvaluationError", "StoreError", "FuseError",
-             "ValueError"}
+             "DemoError", "ValueError"}
 
 
 def _common(func):
@@ -41,7 +41,7 @@ def _modalities_option(help_text):
     return click.option("--modalities", default=None, help=help_text)
 
 
-def _friendly(func):
+def friendly_errors(func):
     """Turn the library's known errors into ClickException (one line, non-zero exit)."""
 
     @functools.wraps(func)
@@ -92,7 +92,7 @@ def _flag(value):
                     "Default: the config's model.modalities.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last.pt, exactly.")
 @click.option("--compile", "compile_", is_flag=True, help="Run the model through torch.compile.")
-@_friendly
+@friendly_errors
 def pretrain(store, benchmark, config_path, overrides, run_dir, device, modalities, resume, compile_):
     """Self-supervised pretraining: SkeletonCLR (one modality), CrosSCLR or IKEM (several)."""
     from ikem_train import jobs
@@ -111,7 +111,7 @@ def pretrain(store, benchmark, config_path, overrides, run_dir, device, modaliti
               help="Six-modality pretrain checkpoint (e.g. runs/teacher/last.pt); with --resume, defaults to the one recorded.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last.pt, exactly.")
 @click.option("--compile", "compile_", is_flag=True, help="Run the model through torch.compile.")
-@_friendly
+@friendly_errors
 def distill(store, benchmark, config_path, overrides, run_dir, device, teacher, resume, compile_):
     """Relational distillation of a six-modality teacher into joint/motion/bone students."""
     from ikem_train import jobs
@@ -154,7 +154,7 @@ def _print_health(res):
 @click.command()
 @_common
 @_frozen_options
-@_friendly
+@friendly_errors
 def linear(store, benchmark, config_path, overrides, run_dir, device, checkpoint, random_init, modalities,
            bn_recalibrate):
     """Linear evaluation: frozen encoders, new linear classifiers, val top-1/top-5."""
@@ -168,7 +168,8 @@ def linear(store, benchmark, config_path, overrides, run_dir, device, checkpoint
     click.echo(f"linear evaluation of {what} on {benchmark} val ({res['val_samples']} samples):")
     click.echo(f"  final epoch {final['epoch']}: top-1 {100 * final['top1']:.2f} %, top-5 {100 * final['top5']:.2f} %")
     if res["fused"]:
-        click.echo("  each head alone: " + ", ".join(f"{m} {100 * v:.2f} %" for m, v in res["per_modality_top1"].items()))
+        click.echo("  each modality alone (its own classifier): " +
+                   ", ".join(f"{m} {100 * v:.2f} %" for m, v in res["per_modality_top1"].items()))
     click.echo(f"  best epoch {best['epoch']} (selected on the validation split): top-1 {100 * best['top1']:.2f} %, "
                f"top-5 {100 * best['top5']:.2f} %")
     _print_health(res)
@@ -180,7 +181,7 @@ def linear(store, benchmark, config_path, overrides, run_dir, device, checkpoint
 @_frozen_options
 @click.option("--k", type=click.IntRange(min=1), default=None,
               help="Neighbours of the cosine k-NN (default: evaluation.knn_k = 1, UmURL's protocol).")
-@_friendly
+@friendly_errors
 def knn(store, benchmark, config_path, overrides, run_dir, device, checkpoint, random_init, modalities,
         bn_recalibrate, k):
     """KNN retrieval: each val sample takes the label of its most similar train sample (cosine)."""
@@ -208,7 +209,7 @@ def knn(store, benchmark, config_path, overrides, run_dir, device, checkpoint, r
               help="Semi-supervised: train on this fraction of each class's train samples, e.g. 0.01 or 0.1 "
                    "(seeded by data.seed; the drawn indices are saved in the run). Default: all labels.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last.pt, exactly.")
-@_friendly
+@friendly_errors
 def finetune(store, benchmark, config_path, overrides, run_dir, device, checkpoint, from_scratch, modalities,
              label_fraction, resume):
     """Fine-tuning: encoders and new classifiers trained end to end on labels."""
@@ -228,7 +229,7 @@ def finetune(store, benchmark, config_path, overrides, run_dir, device, checkpoi
 @click.command()
 @click.argument("runs", nargs=-1, required=True, metavar="RUN_DIR[:WEIGHT]...")
 @click.option("--softmax", is_flag=True, help="Fuse softmax probabilities instead of raw logits.")
-@_friendly
+@friendly_errors
 def fuse(runs, softmax):
     """Late fusion of the saved val scores of separate linear-evaluation runs."""
     from ikem_train.fuse import format_table, fuse_runs, parse_run_spec

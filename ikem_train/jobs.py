@@ -223,6 +223,10 @@ class _FrozenFeatures:
             log(warning)
         self.device = device
 
+    def val_names(self) -> np.ndarray:
+        """``SsssCcccPpppRrrrAaaa``-style names of the val samples, in feature order."""
+        return _val_names(self.store, self.i_val)
+
     def unchanged(self) -> bool:
         """Whether the frozen encoders still equal their state before feature extraction."""
         changed = ev.changed_parameters(self.snapshot, self.encoders)
@@ -239,50 +243,93 @@ class _FrozenFeatures:
                 "train_samples": len(self.y_train), "val_samples": len(self.y_val), "run": str(run)}
 
 
-def linear(store, benchmark, run_dir, *, checkpoint=None, random_init=False, modalities=None, config=None,
-           overrides=(), log=print) -> dict:
-    """Linear evaluation (METHOD.md §8): frozen encoders, new linear classifiers, val top-1/top-5.
+PROTOCOLS = ("linear", "knn")
+
+
+def frozen_evaluation(store, benchmark, run_dirs: dict, *, checkpoint=None, random_init=False, modalities=None,
+                      config=None, overrides=(), log=print) -> dict:
+    """Linear and/or KNN evaluation of frozen encoders, sharing one feature extraction.
 
     Args:
+        run_dirs: ``{"linear": folder, "knn": folder}`` (either or both): one run folder
+            per protocol, each with its own config.yaml and results.json.
         checkpoint: pretrain, distill or finetune checkpoint; or ``random_init`` for
-            freshly initialised encoders (seed ``data.seed``).
+            freshly initialised encoders (seed ``data.seed``; widths from the config).
         modalities: names, a comma string, ``"all"`` or None (the checkpoint's).
 
     Returns:
-        the dict written to ``results.json``: ``final`` and ``best_on_val`` records,
-        ``per_modality_top1`` (each head of the fused classifier alone), per-class
-        accuracy, baselines, feature health, ``encoder_unchanged``.
+        ``{protocol: results}``, each the dict written to that folder's results.json
+        (see :func:`linear` and :func:`knn`).
 
     Raises:
-        ConfigError, CheckpointError, EvaluationError, StoreError, KeyError.
+        ConfigError, CheckpointError, EvaluationError (bad options, store/checkpoint
+        mismatch, k too large, non-finite features), StoreError, KeyError.
     """
-    from ikem_train.linear import BEST_LABEL, fit_linear
-
+    unknown = sorted(set(run_dirs) - set(PROTOCOLS))
+    if unknown or not run_dirs:
+        raise ev.EvaluationError(f"unknown evaluation protocol(s) {unknown}; valid: {', '.join(PROTOCOLS)}")
     cfg = load_config(config, overrides)
     frozen = _FrozenFeatures(store, benchmark, cfg, checkpoint, random_init, modalities)
-    run = prepare_run_dir(run_dir, False)
-    _write_config(run, cfg)
+    if "knn" in run_dirs and cfg.evaluation.knn_k > len(frozen.train_ds):
+        raise ev.EvaluationError(f"--k {cfg.evaluation.knn_k} is larger than the {len(frozen.train_ds)} train "
+                                 f"samples of {benchmark}")
+    runs = {protocol: prepare_run_dir(folder, False) for protocol, folder in run_dirs.items()}
+    for run in runs.values():
+        _write_config(run, cfg)
     frozen.extract(log)
+    protocols = {"linear": _linear_protocol, "knn": _knn_protocol}
+    return {protocol: protocols[protocol](frozen, cfg, run, log) for protocol, run in runs.items()}
+
+
+def linear(store, benchmark, run_dir, **options) -> dict:
+    """Linear evaluation (METHOD.md §8): frozen encoders, new linear classifiers, val top-1/top-5.
+
+    Options as :func:`frozen_evaluation`. Returns the dict written to ``results.json``:
+    ``final`` and ``best_on_val`` records of the fused classifier (its records also give
+    ``top1/<modality>``, each of its heads alone), ``per_modality_top1`` (a classifier
+    trained on each modality alone, same settings), per-class accuracy, baselines,
+    feature health, ``encoder_unchanged``.
+    """
+    return frozen_evaluation(store, benchmark, {"linear": run_dir}, **options)["linear"]
+
+
+def knn(store, benchmark, run_dir, **options) -> dict:
+    """KNN retrieval: cosine k-NN (k = ``evaluation.knn_k``) of val features among train features.
+
+    Options as :func:`frozen_evaluation`. Returns the dict written to ``results.json``:
+    ``top1`` {modality..., "fused"} (:func:`ikem_train.knn.fuse_features`), ``k``,
+    per-class accuracy of the fused prediction, baselines, feature health.
+    """
+    return frozen_evaluation(store, benchmark, {"knn": run_dir}, **options)["knn"]
+
+
+def _linear_protocol(frozen: _FrozenFeatures, cfg: Config, run: Path, log) -> dict:
+    from ikem_train.linear import BEST_LABEL, fit_linear
+
     fit = fit_linear(frozen.x_train, frozen.y_train, frozen.x_val, frozen.y_val, frozen.names, cfg.linear,
                      frozen.num_class, seed=cfg.data.seed, device=frozen.device, metrics_path=run / "metrics.jsonl",
                      log=log)
+    alone = {frozen.names[0]: fit["final"]["top1"]} if len(frozen.names) == 1 else {  # each its own classifier
+        m: fit_linear(frozen.x_train[:, k:k + 1], frozen.y_train, frozen.x_val[:, k:k + 1], frozen.y_val, [m],
+                      cfg.linear, frozen.num_class, seed=cfg.data.seed, device=frozen.device,
+                      log=lambda *a: None)["final"]["top1"]
+        for k, m in enumerate(frozen.names)}
     unchanged = frozen.unchanged()
     per, names = fit["logits"], frozen.names
     fused = per.mean(0)
     scores = {"fused": fused.numpy(), "label": frozen.y_val.numpy(), "index": frozen.i_val.numpy(),
-              "name": _val_names(store, frozen.i_val), "modalities": np.array(names),
+              "name": frozen.val_names(), "modalities": np.array(names),
               **{f"logits/{m}": per[k].numpy() for k, m in enumerate(names)}}
     np.savez(run / "scores.tmp.npz", **scores)
     (run / "scores.tmp.npz").replace(run / "scores.npz")
     save_checkpoint(run / "classifier.pt", {
         "model": fit["heads"].state_dict(), "kind": "linear", "epoch": cfg.linear.epochs, "modalities": list(names),
         "config": config_to_dict(cfg), "checkpoint": frozen.source["checkpoint"]})
-    strip = ("lr",)
     results = {
         **frozen.results("linear", run),
-        "final": {k: v for k, v in fit["final"].items() if k not in strip},
-        "best_on_val": {"note": BEST_LABEL, **{k: v for k, v in fit["best"].items() if k not in strip}},
-        "per_modality_top1": {m: fit["final"][f"top1/{m}"] for m in names},
+        "final": {k: v for k, v in fit["final"].items() if k != "lr"},
+        "best_on_val": {"note": BEST_LABEL, **{k: v for k, v in fit["best"].items() if k != "lr"}},
+        "per_modality_top1": alone,
         **ev.class_report(fused.argmax(1), frozen.y_val, frozen.y_train, frozen.num_class),
         "encoder_unchanged": unchanged,
     }
@@ -290,29 +337,10 @@ def linear(store, benchmark, run_dir, *, checkpoint=None, random_init=False, mod
     return results
 
 
-def knn(store, benchmark, run_dir, *, checkpoint=None, random_init=False, modalities=None, config=None,
-        overrides=(), log=print) -> dict:
-    """KNN retrieval: cosine k-NN (k = ``evaluation.knn_k``) of val features among train features.
-
-    Per modality and fused (:func:`ikem_train.knn.fuse_features`); top-1 on val.
-
-    Returns:
-        the dict written to ``results.json``: ``top1`` {modality..., "fused"}, ``k``,
-        per-class accuracy of the fused prediction, baselines, feature health.
-
-    Raises:
-        as :func:`linear`; EvaluationError: k larger than the train split.
-    """
+def _knn_protocol(frozen: _FrozenFeatures, cfg: Config, run: Path, log) -> dict:
     from ikem_train.knn import fuse_features, knn_predict
 
-    cfg = load_config(config, overrides)
-    frozen = _FrozenFeatures(store, benchmark, cfg, checkpoint, random_init, modalities)
     k = cfg.evaluation.knn_k
-    if k > len(frozen.train_ds):
-        raise ev.EvaluationError(f"--k {k} is larger than the {len(frozen.train_ds)} train samples of {benchmark}")
-    run = prepare_run_dir(run_dir, False)
-    _write_config(run, cfg)
-    frozen.extract(log)
     preds = {m: knn_predict(frozen.x_train[:, i], frozen.y_train, frozen.x_val[:, i], k)
              for i, m in enumerate(frozen.names)}
     if len(frozen.names) > 1:
@@ -320,7 +348,7 @@ def knn(store, benchmark, run_dir, *, checkpoint=None, random_init=False, modali
     top1 = {m: float((p == frozen.y_val).float().mean()) for m, p in preds.items()}
     overall = preds.get("fused", preds[frozen.names[0]])
     np.savez(run / "predictions.tmp.npz", label=frozen.y_val.numpy(), index=frozen.i_val.numpy(),
-             name=_val_names(store, frozen.i_val), **{f"pred/{m}": p.numpy() for m, p in preds.items()})
+             name=frozen.val_names(), **{f"pred/{m}": p.numpy() for m, p in preds.items()})
     (run / "predictions.tmp.npz").replace(run / "predictions.npz")
     results = {**frozen.results("knn", run), "k": k, "similarity": "cosine",
                "fusion": "concatenated L2-normalised features (mean of per-modality cosines)",

@@ -196,6 +196,9 @@ def test_linear_leaves_the_encoders_and_finetune_changes_them(pretrained, tmp_pa
     assert lin["encoder_unchanged"] is True and set(lin["per_modality_top1"]) == set(MODS)
     assert (tmp_path / "lin" / "config.yaml").is_file() and lin["per_class"] and lin["unseen_val_classes"] == []
     assert json.loads((tmp_path / "lin" / "results.json").read_text())["final"] == lin["final"]
+    joint = jobs.linear(store, "ntu60-xsub", tmp_path / "lin-joint", checkpoint=checkpoint, modalities=["joint"],
+                        overrides=SMALL, **quiet)
+    assert joint["per_modality_top1"]["joint"] == joint["final"]["top1"] == lin["per_modality_top1"]["joint"]
 
     ft = jobs.finetune(store, "ntu60-xsub", tmp_path / "ft", checkpoint=checkpoint, overrides=SMALL, **quiet)
     assert ft["encoder_changed"] is True and ft["train_samples"] == 24 and ft["final"]["epoch"] == 1
@@ -302,3 +305,30 @@ def test_an_old_checkpoint_without_store_params_still_evaluates(pretrained, tmp_
     save_checkpoint(tmp_path / "old.pt", payload)
     res = jobs.knn(store, "ntu60-xsub", tmp_path / "knn", checkpoint=tmp_path / "old.pt", overrides=SMALL, **quiet)
     assert res["store_params"]["bone_pairs"] == "ikem"
+
+
+def test_linear_and_knn_share_one_extraction(pretrained, tmp_path, monkeypatch):
+    store, checkpoint = pretrained
+    calls = []
+    real = ev.extract_features
+    monkeypatch.setattr(ev, "extract_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    both = jobs.frozen_evaluation(store, "ntu60-xsub", {"linear": tmp_path / "l", "knn": tmp_path / "k"},
+                                  checkpoint=checkpoint, overrides=SMALL, **quiet)
+    assert len(calls) == 2  # train and val, once for both protocols
+    assert both["linear"]["feature_health"] == both["knn"]["feature_health"]
+    assert json.loads((tmp_path / "k" / "results.json").read_text())["job"] == "knn"
+    alone = jobs.knn(store, "ntu60-xsub", tmp_path / "k2", checkpoint=checkpoint, overrides=SMALL, **quiet)
+    assert alone["top1"] == both["knn"]["top1"]
+    with pytest.raises(ev.EvaluationError, match="unknown evaluation protocol"):
+        jobs.frozen_evaluation(store, "ntu60-xsub", {"svm": tmp_path / "s"}, checkpoint=checkpoint, overrides=SMALL)
+
+
+def test_a_store_with_another_skeleton_is_refused(pretrained, tmp_path):
+    _, checkpoint = pretrained
+    other = write_synthetic_store(tmp_path / "v17.zarr", n_train=24, n_val=12, frames=20, persons=1)
+    with open_store(other, "r+") as store:  # a 17-joint skeleton, e.g. COCO keypoints
+        for m in MODS:
+            store.create_array(f"modalities/{m}", (36, 3, 20, 17, 1), np.float32, overwrite=True)[...] = 1.0
+    with pytest.raises(ev.EvaluationError, match="joints: store 17, encoders 25"):
+        jobs.linear(other, "ntu60-xsub", tmp_path / "lin", checkpoint=checkpoint, overrides=SMALL, **quiet)
+    assert not (tmp_path / "lin").exists()
