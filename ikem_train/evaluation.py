@@ -245,9 +245,9 @@ def collapse_warning(health: dict, threshold: float, recalibrated: bool) -> str 
     if not collapsed:
         return None
     listed = ", ".join(f"{m} (std {h['std']:.2g}, std/mean|f| {h['relative']:.2g})" for m, h in collapsed.items())
-    cause = ("even after BN recalibration the encoder maps every sample to nearly the same vector "
+    cause = ("Even after BN recalibration the encoder maps every sample to nearly the same vector "
              "(pretraining collapsed or never started)" if recalibrated else
-             "every sample maps to nearly the same (or a vanishing) vector, so accuracies built on them mean little. "
+             "Every sample maps to nearly the same (or a vanishing) vector, so accuracies built on them mean little. "
              "The usual cause is an encoder trained for few steps: eval-mode BatchNorm still holds nearly its "
              "initial running statistics")
     remedy = "pretrain longer" + ("" if recalibrated else ", or pass --bn-recalibrate to recompute BN statistics "
