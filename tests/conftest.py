@@ -28,3 +28,14 @@ def kinect_dir():
     if not KINECT_DIR.is_dir():
         pytest.skip(f"Kinect captures not found in {KINECT_DIR}")
     return KINECT_DIR
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run faster on one torch thread, and much faster when the cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

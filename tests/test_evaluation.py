@@ -26,12 +26,7 @@ SMALL = ["model.hidden_channels=4", "model.hidden_dim=16", "model.feature_dim=8"
 quiet = dict(log=lambda *a: None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny shapes: one thread avoids oversubscription on 2 cores
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ TINY = dict(hidden_channels=4, hidden_dim=16, feature_dim=8, queue_size=32)
 B, K = 8, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread, and much faster when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _views(seed=0, n=B, t=50):
