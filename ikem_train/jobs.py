@@ -464,7 +464,10 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evaluated = [r for r in records if "val/top1" in r]
     final, best = evaluated[-1], max(evaluated, key=lambda r: r["val/top1"])
-    keep = lambda r: {"epoch": r["epoch"], **{k[4:]: v for k, v in r.items() if k.startswith("val/")}}  # noqa: E731
+
+    def keep(record):  # {"epoch", "top1", "top5", "top1/<m>"} from a metrics record's val/ entries
+        return {"epoch": record["epoch"], **{k[4:]: v for k, v in record.items() if k.startswith("val/")}}
+
     fused = latest["logits"].mean(0)
     changed = bool(ev.changed_parameters(start, backbones))
     results = {
