@@ -14,6 +14,7 @@ over the target with ``os.replace``: a crash leaves the previous file intact.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 
@@ -30,10 +31,16 @@ class CheckpointError(ValueError):
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict:
-    """Every RNG state a run depends on: python, numpy (global), torch CPU/CUDA, loader shuffle."""
+    """Every RNG state a run depends on: python, numpy (global), torch CPU/CUDA, loader shuffle.
+
+    Only tensors, tuples, dicts and scalars, so that checkpoints load with
+    ``torch.load(weights_only=True)``: numpy's MT19937 key is kept as an int64 tensor.
+    """
+    kind, key, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -45,7 +52,11 @@ def rng_state(generator: torch.Generator | None = None) -> dict:
 def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
     """Restore what :func:`rng_state` saved."""
     random.setstate(_to_python_state(state["python"]))
-    np.random.set_state(state["numpy"])
+    saved = state["numpy"]
+    if isinstance(saved, dict):
+        saved = (saved["kind"], saved["key"].numpy().astype(np.uint32), saved["pos"], saved["has_gauss"],
+                 saved["cached_gaussian"])
+    np.random.set_state(saved)  # a tuple holding an ndarray in checkpoints from before this format
     torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -64,6 +75,29 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed & 0xFFFFFFFF)
     torch.manual_seed(seed)
+
+
+def _numpy_reconstruct():
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    return core.multiarray._reconstruct
+
+
+# Checkpoints written before RNG states were stored as tensors hold numpy's MT19937 key as
+# an ndarray. These globals rebuild a plain array and nothing else (under both the numpy 1
+# and numpy 2 module names); every other global is refused by ``weights_only=True``.
+_OLD_NUMPY_RNG_GLOBALS = [(_numpy_reconstruct(), "numpy.core.multiarray._reconstruct"),
+                          (_numpy_reconstruct(), "numpy._core.multiarray._reconstruct"), np.ndarray, np.dtype,
+                          type(np.dtype(np.uint32))]
+
+
+def _unsafe_globals(path) -> list[str]:
+    """The globals of ``path``'s pickle that a safe load refuses (empty when it cannot tell)."""
+    allowed = {"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.ndarray",
+               "numpy.dtype", f"numpy.dtypes.{type(np.dtype(np.uint32)).__name__}"}
+    try:
+        return [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path) if name not in allowed]
+    except Exception:
+        return []
 
 
 def save_checkpoint(path, payload: dict) -> Path:
@@ -94,17 +128,30 @@ def load_checkpoint(path, kind=None, map_location="cpu") -> dict:
     Args:
         path: file. kind: expected kind or tuple of kinds (None: any).
 
+    The file is read with ``torch.load(weights_only=True)``: tensors, containers and
+    scalars only, so a file whose pickle carries code is refused, never run.
+
     Raises:
-        CheckpointError: missing or unreadable file, not an ikem checkpoint, wrong kind.
+        CheckpointError: missing or unreadable file, a file a safe load refuses, not an
+            ikem checkpoint, wrong kind.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        # Our checkpoints hold numpy RNG state and python tuples besides tensors.
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # truncated file, not a torch file, ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        with torch.serialization.safe_globals(_OLD_NUMPY_RNG_GLOBALS):
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated file, not a torch file, a pickle that is not plain data
+        unsafe = _unsafe_globals(path) if isinstance(exc, pickle.UnpicklingError) else []
+        if unsafe:
+            raise CheckpointError(
+                f"refused to load {path}: it holds objects a safe load does not allow ({', '.join(unsafe)}); "
+                "a file like this can run code when loaded, so ikem never loads it. Use checkpoints written by ikem"
+            ) from None
+        # (torch's own text for a refused unpickle suggests weights_only=False: never shown)
+        detail = "" if isinstance(exc, pickle.UnpicklingError) else f" ({type(exc).__name__}: {exc})"
+        raise CheckpointError(f"cannot read checkpoint {path}: not a torch checkpoint, or a truncated one{detail}"
+                              ) from None
     if not isinstance(payload, dict) or "model" not in payload or payload.get("kind") not in KINDS:
         raise CheckpointError(f"{path} is not an ikem checkpoint (no 'model'/'kind' entries)")
     if kind is not None:

@@ -69,3 +69,38 @@ def test_load_errors(tmp_path):
         load_checkpoint(tmp_path / "lin.pt", kind=("pretrain", "distill"))
     with pytest.raises(CheckpointError, match="kind must be"):
         save_checkpoint(tmp_path / "x.pt", {"model": {}, "kind": "weird"})
+
+
+class _Payload:
+    """Pickles as a call that creates a marker file: what a malicious checkpoint carries."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_carrying_code_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "payload-ran"
+    torch.save({"model": {}, "kind": "pretrain", "config": {}, "extra": _Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"refused to load .*evil.pt.*open.*can run code"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_checkpoints_hold_only_safe_types_and_old_numpy_rng_states_still_load(tmp_path):
+    seed_everything(5)
+    save_checkpoint(tmp_path / "new.pt", _payload(rng=rng_state()))
+    torch.load(tmp_path / "new.pt", weights_only=True)  # no allowlist needed for what ikem writes now
+    expected = np.random.rand(3)
+    # an ikem checkpoint from before: numpy's state as the tuple np.random.get_state() returns
+    seed_everything(5)
+    old = rng_state()
+    old["numpy"] = np.random.get_state()
+    torch.save(_payload(rng=old), tmp_path / "old.pt")
+    np.random.rand(7)
+    set_rng_state(load_checkpoint(tmp_path / "old.pt")["rng"])
+    np.testing.assert_array_equal(np.random.rand(3), expected)
+    set_rng_state(load_checkpoint(tmp_path / "new.pt")["rng"])
+    np.testing.assert_array_equal(np.random.rand(3), expected)
