@@ -295,7 +295,7 @@ def test_the_cli_prints_health_and_baselines(pretrained, tmp_path):
 
 def test_an_old_checkpoint_without_store_params_still_evaluates(pretrained, tmp_path):
     store, checkpoint = pretrained
-    payload = torch.load(checkpoint, weights_only=False)
+    payload = torch.load(checkpoint, weights_only=True)
     del payload["store_params"]
     save_checkpoint(tmp_path / "old.pt", payload)
     res = jobs.knn(store, "ntu60-xsub", tmp_path / "knn", checkpoint=tmp_path / "old.pt", overrides=SMALL, **quiet)

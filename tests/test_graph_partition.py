@@ -77,7 +77,7 @@ def test_a_checkpoint_evaluates_with_the_graph_it_was_trained_with(tmp_path, par
 
 def test_a_checkpoint_without_the_key_loads_as_full(tmp_path):
     trained = _save_pretrained(tmp_path / "old.pt", "full", legacy=True)
-    assert "graph_partition" not in torch.load(tmp_path / "old.pt", weights_only=False)["config"]["model"]
+    assert "graph_partition" not in torch.load(tmp_path / "old.pt", weights_only=True)["config"]["model"]
     ck = load_checkpoint(tmp_path / "old.pt")
     assert ck["config"]["model"]["graph_partition"] == "full"
     encoder = load_encoders(ck, ["joint"])["joint"]
@@ -99,7 +99,7 @@ def test_an_old_full_teacher_gives_full_students_and_their_evaluation(tmp_path):
 
     run("pretrain", "--run", str(tmp_path / "teacher"), "--set", "model.graph_partition=full")
     teacher = tmp_path / "teacher" / "last.pt"
-    payload = torch.load(teacher, weights_only=False)
+    payload = torch.load(teacher, weights_only=True)
     del payload["config"]["model"]["graph_partition"]
     save_checkpoint(teacher, payload)
     loaded = load_checkpoint(teacher)
@@ -127,7 +127,7 @@ def test_an_old_run_resumes_on_its_own_graph(tmp_path):
         base += ["--set", item]
     result = CliRunner().invoke(ikem_train, [*base, "--set", "model.graph_partition=full"])
     assert result.exit_code == 0, result.output
-    payload = torch.load(run / "last.pt", weights_only=False)
+    payload = torch.load(run / "last.pt", weights_only=True)
     del payload["config"]["model"]["graph_partition"]
     save_checkpoint(run / "last.pt", payload)
 
