@@ -38,13 +38,14 @@ def modalities(out, source, t_length, rotation_sign, bone_pairs, true_timeline, 
     if workers is not None and workers < 1:
         raise click.ClickException(f"--workers must be >= 1, got {workers}")
     from ikem_data.build_modalities import StageError, build_modalities
+    from ikem_data.locks import LockedError
 
     try:
         status, attrs = build_modalities(
             out, source=source, t_length=t_length, rotation_sign=rotation_sign, bone_pairs=bone_pairs,
             true_timeline=true_timeline, on_empty=on_empty, chunk_size=chunk_size, workers=workers,
             overwrite=overwrite, progress=not quiet)
-    except (StageError, FileNotFoundError) as exc:
+    except (StageError, FileNotFoundError, LockedError) as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:  # not an ikem store, wrong version, ...
         raise click.ClickException(str(exc)) from None

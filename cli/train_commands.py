@@ -16,7 +16,7 @@ _HELP_SET = "Override a config value, e.g. --set optim.lr=0.05 (value parsed as 
 
 # Error types whose message is written for users; anything else keeps its traceback (a bug).
 _FRIENDLY = {"ConfigError", "TrainingError", "CheckpointError", "EvaluationError", "StoreError", "FuseError",
-             "DemoError", "ValueError"}
+             "DemoError", "LockedError", "ValueError"}
 
 
 def _common(func):

@@ -21,12 +21,14 @@ all zeros, its valid length is 0, and its name is listed in
 """
 
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ikem_data import __version__
 from ikem_data.modalities import T_REF, compute_modalities
+from ikem_data.locks import exclusive
 from ikem_data.names import MODALITIES
 from ikem_data.preprocess import SampleError, check_params, preprocess
 from ikem_data.store import open_store
@@ -101,20 +103,24 @@ def copy_raw(source, out, overwrite=False, block=256):
     unfinished one is started again. ``attrs["gendata"]`` is written last.
 
     Raises:
-        StageError: the source is not a complete raw store, or ``out`` already holds a
-            complete store of another origin (without ``overwrite``).
+        StageError: ``out`` is ``source`` itself; the source is not a complete raw store;
+            ``out`` holds anything but a copy of this source (a finished one is kept, an
+            unfinished one restarted) and ``overwrite`` is not given.
     """
+    if Path(out).resolve() == Path(source).resolve():
+        raise StageError(f"--from {source} and --out {out} are the same store; to add modalities to it in place, "
+                         "drop --from")
     with open_store(source, "r") as src:
         _check_raw(src)
         origin = str(src.path.resolve())
         try:
             with open_store(out, "r") as dst:
                 copied = dst.attrs.get("copy") or {}
-                if copied.get("complete") and copied.get("source") == origin and dst.is_complete("gendata"):
+                if copied.get("source") == origin and copied.get("complete") and dst.is_complete("gendata"):
                     return
-                if dst.is_complete("gendata") and not overwrite:
-                    raise StageError(f"store {dst.path} already exists and was not copied from {origin}; "
-                                     f"pass --overwrite to replace it, or drop --from to add modalities in place")
+                if copied.get("source") != origin and not overwrite:
+                    raise StageError(f"store {dst.path} already exists and is not a copy of {origin}; pass "
+                                     "--overwrite to replace it, or drop --from to add modalities in place")
         except FileNotFoundError:
             pass
         with open_store(out, "w") as dst:
@@ -173,15 +179,21 @@ def build_modalities(out, source=None, t_length=50, rotation_sign="sequence", bo
         StageError: no ``raw/`` or gendata not complete, different parameters without
             ``overwrite``, or a bad sample (NaN/inf, L = 0 with ``on_empty="error"``, a
             non-positive frame count); the message names the store and the sample.
+        LockedError: another process is writing ``out``.
     """
-    from tqdm import tqdm
-
     params = stage_params(t_length, rotation_sign, bone_pairs, true_timeline, on_empty)
     if int(chunk_size) < 1:
         raise StageError(f"chunk size must be >= 1, got {chunk_size}")
     chunk_size = int(chunk_size)
-    if source is not None:
-        copy_raw(source, out, overwrite=overwrite)
+    with exclusive(out, "store"):
+        if source is not None:
+            copy_raw(source, out, overwrite=overwrite)
+        return _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step_chunks)
+
+
+def _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step_chunks):
+    from tqdm import tqdm
+
     with open_store(out, "r+") as store:
         _check_raw(store)
         xyz = store["raw/xyz"]
@@ -216,6 +228,7 @@ def build_modalities(out, source=None, t_length=50, rotation_sign="sequence", bo
             empty.extend(skipped_names)
             attrs.update(done=stop, empty_samples=empty)
             store.attrs[STAGE] = attrs
+            store.flush()  # an HDF5 store killed after this step reopens with its progress
 
         _run_steps(store, params, done, n, chunk_size * max(1, step_chunks), workers, on_empty, record,
                    bar.update)

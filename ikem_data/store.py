@@ -27,6 +27,7 @@ Both back ends expose arrays that support numpy slicing for reading and writing
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from collections.abc import Mapping, MutableMapping
@@ -153,6 +154,12 @@ class Store:
             except Exception:  # already closed
                 pass
         self._root = None
+
+    def flush(self):
+        """Write everything so far to disk (HDF5 keeps data and metadata in memory until then;
+        zarr writes each chunk and attribute as it goes)."""
+        if self.kind == "hdf5" and self._root is not None:
+            self._root.flush()
 
     def __reduce__(self):
         return (open_store, (str(self.path), "r" if self.mode == "r" else "r+"))
@@ -362,6 +369,13 @@ def _check_format(store):
         raise ValueError(f"{store.path} has store version {version!r}; this ikem reads version {STORE_VERSION}")
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
 def _looks_like_store(path, hdf5) -> bool:
     try:
         with open_store(path, "r"):
@@ -377,7 +391,9 @@ def open_store(path, mode="r") -> Store:
         path: a zarr directory, or an HDF5 file when it ends in ``.h5``/``.hdf5``.
         mode: ``"r"`` read, ``"r+"`` read/write an existing store, ``"w"`` create a new
             empty store (an existing ikem store at ``path`` is replaced; anything else
-            there is refused).
+            there is refused). The new store is made as ``<path>.creating`` and renamed
+            into place with its format attributes written, so ``path`` never holds a
+            half-created store.
 
     Returns:
         :class:`Store` with ``format``, ``version`` and ``ikem_version`` set (mode ``w``).
@@ -396,23 +412,29 @@ def open_store(path, mode="r") -> Store:
             empty_dir = path.is_dir() and not any(path.iterdir())
             if not empty_dir and not _looks_like_store(path, hdf5):
                 raise ValueError(f"{path} exists and is not an ikem store; refusing to overwrite it")
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+            _remove(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Created under a temporary name and renamed once its format attributes are in, so
+        # an interruption never leaves at `path` something that is not yet an ikem store
+        # (which a rerun or --overwrite would then have to refuse).
+        creating = path.with_name(path.name + ".creating")
+        _remove(creating)
         if hdf5:
             import h5py
 
-            root = h5py.File(path, "w")
+            root = h5py.File(creating, "w")
         else:
             import zarr
 
-            root = zarr.open_group(str(path), mode="w", zarr_format=3)
-        store = Store(path, "hdf5" if hdf5 else "zarr", root, mode)
-        store.attrs["format"] = STORE_FORMAT
-        store.attrs["version"] = STORE_VERSION
-        store.attrs["ikem_version"] = __version__
+            root = zarr.open_group(str(creating), mode="w", zarr_format=3)
+        new = Store(creating, "hdf5" if hdf5 else "zarr", root, mode)
+        new.attrs["format"] = STORE_FORMAT
+        new.attrs["version"] = STORE_VERSION
+        new.attrs["ikem_version"] = __version__
+        new.close()
+        os.replace(creating, path)
+        store = open_store(path, "r+")
+        store.mode = mode
         return store
 
     if not path.exists():

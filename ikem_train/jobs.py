@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,19 +32,26 @@ from ikem_train import evaluation as ev
 from ikem_train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
 from ikem_train.config import Config, config_from_dict, config_to_dict, load_config
 from ikem_train.data import ModalityDataset, PretrainDataset
-from ikem_train.loop import prepare_run_dir, resolve_device, train
+from ikem_train.loop import resolve_device, run_folder, train
 
 # -- shared helpers ---------------------------------------------------------------------
 
 
 def _resume_base(run_dir, resume: bool) -> dict | None:
-    """The checkpoint entries of ``run_dir/last.pt`` when resuming (None otherwise)."""
+    """The checkpoint entries of ``run_dir/last.pt`` when resuming (None otherwise).
+
+    A run interrupted before its first checkpoint has only ``config.yaml``: its config is
+    the base (the run starts again; options such as ``--teacher`` must be given again).
+    """
     if not resume:
         return None
     path = Path(run_dir) / "last.pt"
-    if not path.is_file():
-        raise CheckpointError(f"--resume: no {path} to continue from")
-    return load_checkpoint(path)
+    if path.is_file():
+        return load_checkpoint(path)
+    saved = Path(run_dir) / "config.yaml"
+    if saved.is_file():
+        return {"config": yaml.safe_load(saved.read_text())}
+    raise CheckpointError(f"--resume: {run_dir} holds no run to continue (no last.pt, no config.yaml)")
 
 
 def _store_params(store_path) -> dict:
@@ -105,15 +113,15 @@ def pretrain(store, benchmark, run_dir, *, config=None, overrides=(), resume=Fal
     cfg = load_config(config, overrides, base["config"] if base else None)
     dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
                               seed=cfg.data.seed)
-    run = prepare_run_dir(run_dir, resume)
-    seed_everything(cfg.data.seed)
-    model = PretrainModel(**asdict(cfg.model))
-    log(f"pretraining {', '.join(cfg.model.modalities)} on {benchmark} ({len(dataset)} train samples) "
-        f"for {cfg.optim.epochs} epochs into {run}")
-    record = train(model, dataset, cfg, run, kind="pretrain", modalities=cfg.model.modalities, resume=resume,
-                   extra={"store": str(store), "benchmark": benchmark, "store_params": _store_params(store)},
-                   log=log)
-    return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
+    with run_folder(run_dir, resume, log) as run:
+        seed_everything(cfg.data.seed)
+        model = PretrainModel(**asdict(cfg.model))
+        log(f"pretraining {', '.join(cfg.model.modalities)} on {benchmark} ({len(dataset)} train samples) "
+            f"for {cfg.optim.epochs} epochs into {run}")
+        record = train(model, dataset, cfg, run, kind="pretrain", modalities=cfg.model.modalities, resume=resume,
+                       extra={"store": str(store), "benchmark": benchmark, "store_params": _store_params(store)},
+                       log=log)
+        return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
 
 
 def load_teacher(path) -> dict:
@@ -158,16 +166,16 @@ def distill(store, benchmark, run_dir, *, teacher=None, config=None, overrides=(
     cfg = _with_model(load_config(config, overrides, base["config"] if base else None), tck["config"]["model"])
     dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
                               seed=cfg.data.seed)
-    run = prepare_run_dir(run_dir, resume)
-    seed_everything(cfg.data.seed)
-    model = DistillModel(tck["model"], tck["config"]["model"], **asdict(cfg.distill))
-    log(f"distilling {teacher} into {', '.join(cfg.distill.student_modalities)} on {benchmark} "
-        f"({len(dataset)} train samples) for {cfg.optim.epochs} epochs into {run}")
-    record = train(model, dataset, cfg, run, kind="distill", modalities=cfg.distill.student_modalities,
-                   resume=resume, log=log,
-                   extra={"teacher": str(teacher), "store": str(store), "benchmark": benchmark,
-                          "store_params": _store_params(store)})
-    return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
+    with run_folder(run_dir, resume, log) as run:
+        seed_everything(cfg.data.seed)
+        model = DistillModel(tck["model"], tck["config"]["model"], **asdict(cfg.distill))
+        log(f"distilling {teacher} into {', '.join(cfg.distill.student_modalities)} on {benchmark} "
+            f"({len(dataset)} train samples) for {cfg.optim.epochs} epochs into {run}")
+        record = train(model, dataset, cfg, run, kind="distill", modalities=cfg.distill.student_modalities,
+                       resume=resume, log=log,
+                       extra={"teacher": str(teacher), "store": str(store), "benchmark": benchmark,
+                              "store_params": _store_params(store)})
+        return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
 
 
 # -- frozen-feature evaluation ----------------------------------------------------------
@@ -273,12 +281,13 @@ def frozen_evaluation(store, benchmark, run_dirs: dict, *, checkpoint=None, rand
     if "knn" in run_dirs and cfg.evaluation.knn_k > len(frozen.train_ds):
         raise ev.EvaluationError(f"--k {cfg.evaluation.knn_k} is larger than the {len(frozen.train_ds)} train "
                                  f"samples of {benchmark}")
-    runs = {protocol: prepare_run_dir(folder, False) for protocol, folder in run_dirs.items()}
-    for run in runs.values():
-        _write_config(run, cfg)
-    frozen.extract(log)
-    protocols = {"linear": _linear_protocol, "knn": _knn_protocol}
-    return {protocol: protocols[protocol](frozen, cfg, run, log) for protocol, run in runs.items()}
+    with ExitStack() as held:
+        runs = {protocol: held.enter_context(run_folder(folder, False, log)) for protocol, folder in run_dirs.items()}
+        for run in runs.values():
+            _write_config(run, cfg)
+        frozen.extract(log)
+        protocols = {"linear": _linear_protocol, "knn": _knn_protocol}
+        return {protocol: protocols[protocol](frozen, cfg, run, log) for protocol, run in runs.items()}
 
 
 def linear(store, benchmark, run_dir, **options) -> dict:
@@ -416,73 +425,73 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
     if len(train_ds) < cfg.data.batch_size:
         raise ev.EvaluationError(f"{len(train_ds)} labelled train samples are fewer than one batch of "
                                  f"{cfg.data.batch_size}; lower data.batch_size")
-    run = prepare_run_dir(run_dir, resume)
-    labelled = run / "labelled_train_indices.npy"
-    if fraction is not None:
-        if resume and labelled.is_file() and not np.array_equal(np.load(labelled), train_ds.indices):
-            raise ev.EvaluationError(f"{labelled} differs from the subset this config draws; resume with the same seed")
-        np.save(labelled, train_ds.indices)
+    with run_folder(run_dir, resume, log) as run:
+        labelled = run / "labelled_train_indices.npy"
+        if fraction is not None:
+            if resume and labelled.is_file() and not np.array_equal(np.load(labelled), train_ds.indices):
+                raise ev.EvaluationError(f"{labelled} differs from the subset this config draws; resume with the same seed")
+            np.save(labelled, train_ds.indices)
 
-    torch.manual_seed(cfg.data.seed)
-    widths = {k: model_cfg[k] for k in ev.STGCN_KEYS if k in model_cfg}
-    streams = torch.nn.ModuleDict({m: Encoder(num_class, mlp=False, **widths) for m in names})
-    if states is not None:
-        for m in names:
-            streams[m].backbone.load_state_dict(states[m], strict=True)
-    model = FinetuneModel(streams, model_cfg["bone_pairs"], model_cfg["true_timeline"])
-    backbones = torch.nn.ModuleDict({m: streams[m].backbone for m in names})
-    start = ev.parameter_snapshot(backbones)
-    device = resolve_device(cfg.run.device)
-    latest = {}
+        torch.manual_seed(cfg.data.seed)
+        widths = {k: model_cfg[k] for k in ev.STGCN_KEYS if k in model_cfg}
+        streams = torch.nn.ModuleDict({m: Encoder(num_class, mlp=False, **widths) for m in names})
+        if states is not None:
+            for m in names:
+                streams[m].backbone.load_state_dict(states[m], strict=True)
+        model = FinetuneModel(streams, model_cfg["bone_pairs"], model_cfg["true_timeline"])
+        backbones = torch.nn.ModuleDict({m: streams[m].backbone for m in names})
+        start = ev.parameter_snapshot(backbones)
+        device = resolve_device(cfg.run.device)
+        latest = {}
 
-    @torch.no_grad()
-    def evaluate(epoch, model):
-        if epoch % cfg.finetune.eval_interval and epoch != cfg.optim.epochs:
-            return {}
-        model.eval()
-        per = []
-        for x, _, _ in _batches(val_ds, cfg, device):
-            per.append(model.logits({m: x[:, k] for k, m in enumerate(names)}).float().cpu())
-        per = torch.cat(per, dim=1)  # (K, n_val, C)
-        latest["logits"] = per
-        fused = per.mean(0)
-        y = torch.from_numpy(val_ds.labels)
-        rec = {"val/top1": ev.topk_accuracy(fused, y, 1), "val/top5": ev.topk_accuracy(fused, y, 5),
-               **{f"val/top1/{m}": ev.topk_accuracy(per[k], y, 1) for k, m in enumerate(names)}}
-        log(f"finetune epoch {epoch}: val top-1 {100 * rec['val/top1']:.2f} %, top-5 {100 * rec['val/top5']:.2f} %")
-        return rec
+        @torch.no_grad()
+        def evaluate(epoch, model):
+            if epoch % cfg.finetune.eval_interval and epoch != cfg.optim.epochs:
+                return {}
+            model.eval()
+            per = []
+            for x, _, _ in _batches(val_ds, cfg, device):
+                per.append(model.logits({m: x[:, k] for k, m in enumerate(names)}).float().cpu())
+            per = torch.cat(per, dim=1)  # (K, n_val, C)
+            latest["logits"] = per
+            fused = per.mean(0)
+            y = torch.from_numpy(val_ds.labels)
+            rec = {"val/top1": ev.topk_accuracy(fused, y, 1), "val/top5": ev.topk_accuracy(fused, y, 5),
+                   **{f"val/top1/{m}": ev.topk_accuracy(per[k], y, 1) for k, m in enumerate(names)}}
+            log(f"finetune epoch {epoch}: val top-1 {100 * rec['val/top1']:.2f} %, top-5 {100 * rec['val/top5']:.2f} %")
+            return rec
 
-    what = "from scratch (random encoders)" if from_scratch else f"from {checkpoint}"
-    share = f"{len(train_ds)} labelled train samples" + (f" ({fraction:g} per class)" if fraction else "")
-    log(f"fine-tuning {', '.join(names)} {what} on {benchmark}, {share}, for {cfg.optim.epochs} epochs into {run}")
-    train(model, train_ds, cfg, run, kind="finetune", modalities=names, resume=resume, epoch_end=evaluate, log=log,
-          extra={"checkpoint": None if checkpoint is None else str(checkpoint), "from_scratch": bool(from_scratch),
-                 "store": str(store), "benchmark": benchmark, "store_params": store_params})
-    if "logits" not in latest:  # a resumed run that had nothing left to train
-        model.load_state_dict(load_checkpoint(run / "last.pt")["model"])
-        evaluate(cfg.optim.epochs, model.to(device))
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    evaluated = [r for r in records if "val/top1" in r]
-    final, best = evaluated[-1], max(evaluated, key=lambda r: r["val/top1"])
+        what = "from scratch (random encoders)" if from_scratch else f"from {checkpoint}"
+        share = f"{len(train_ds)} labelled train samples" + (f" ({fraction:g} per class)" if fraction else "")
+        log(f"fine-tuning {', '.join(names)} {what} on {benchmark}, {share}, for {cfg.optim.epochs} epochs into {run}")
+        train(model, train_ds, cfg, run, kind="finetune", modalities=names, resume=resume, epoch_end=evaluate, log=log,
+              extra={"checkpoint": None if checkpoint is None else str(checkpoint), "from_scratch": bool(from_scratch),
+                     "store": str(store), "benchmark": benchmark, "store_params": store_params})
+        if "logits" not in latest:  # a resumed run that had nothing left to train
+            model.load_state_dict(load_checkpoint(run / "last.pt")["model"])
+            evaluate(cfg.optim.epochs, model.to(device))
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        evaluated = [r for r in records if "val/top1" in r]
+        final, best = evaluated[-1], max(evaluated, key=lambda r: r["val/top1"])
 
-    def keep(record):  # {"epoch", "top1", "top5", "top1/<m>"} from a metrics record's val/ entries
-        return {"epoch": record["epoch"], **{k[4:]: v for k, v in record.items() if k.startswith("val/")}}
+        def keep(record):  # {"epoch", "top1", "top5", "top1/<m>"} from a metrics record's val/ entries
+            return {"epoch": record["epoch"], **{k[4:]: v for k, v in record.items() if k.startswith("val/")}}
 
-    fused = latest["logits"].mean(0)
-    changed = bool(ev.changed_parameters(start, backbones))
-    results = {
-        "job": "finetune", "checkpoint": None if checkpoint is None else str(checkpoint),
-        "from_scratch": bool(from_scratch), "store": str(store), "benchmark": benchmark, "modalities": list(names),
-        "fused": len(names) > 1, "num_class": num_class, "graph_partition": model_cfg.get("graph_partition"),
-        "store_params": store_params, "label_fraction": fraction, "train_samples": len(train_ds),
-        "val_samples": len(val_ds), "run": str(run),
-        "final": keep(final), "best_on_val": {"note": BEST_LABEL, **keep(best)},
-        "per_modality_top1": {m: final[f"val/top1/{m}"] for m in names},
-        **ev.class_report(fused.argmax(1), torch.from_numpy(val_ds.labels), train_ds.labels, num_class),
-        "encoder_changed": changed,
-    }
-    _write_json(run / "results.json", results)
-    return results
+        fused = latest["logits"].mean(0)
+        changed = bool(ev.changed_parameters(start, backbones))
+        results = {
+            "job": "finetune", "checkpoint": None if checkpoint is None else str(checkpoint),
+            "from_scratch": bool(from_scratch), "store": str(store), "benchmark": benchmark, "modalities": list(names),
+            "fused": len(names) > 1, "num_class": num_class, "graph_partition": model_cfg.get("graph_partition"),
+            "store_params": store_params, "label_fraction": fraction, "train_samples": len(train_ds),
+            "val_samples": len(val_ds), "run": str(run),
+            "final": keep(final), "best_on_val": {"note": BEST_LABEL, **keep(best)},
+            "per_modality_top1": {m: final[f"val/top1/{m}"] for m in names},
+            **ev.class_report(fused.argmax(1), torch.from_numpy(val_ds.labels), train_ds.labels, num_class),
+            "encoder_changed": changed,
+        }
+        _write_json(run / "results.json", results)
+        return results
 
 
 def _batches(dataset, cfg: Config, device):

@@ -9,7 +9,9 @@ SGD with a step schedule that is a plain function of the 1-based epoch, full bat
 (``last.pt`` every epoch, ``epoch<NNN>.pt`` every ``save_interval``) and exact resume.
 
 Run folders: a new run needs an empty or absent folder; ``resume=True`` continues the
-``last.pt`` there. Nothing in a run folder is ever deleted.
+``last.pt`` there (or restarts a run interrupted before its first checkpoint). One
+process writes a run folder at a time (:func:`run_folder`). Nothing in a run folder is
+deleted, except ``metrics.jsonl`` records of an epoch whose checkpoint an interruption lost.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import json
 import math
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import yaml
 
+from ikem_data.locks import exclusive
 from ikem_train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ikem_train.config import Config, config_to_dict
 from ikem_train.data import make_loader
@@ -50,22 +54,55 @@ def lr_at(epoch: int, base_lr: float, milestones, gamma: float = 0.1) -> float:
 
 
 def prepare_run_dir(run_dir, resume: bool) -> Path:
-    """Check the run folder: absent/empty for a new run, holding ``last.pt`` for a resume.
+    """Check the run folder: absent/empty for a new run; for a resume, a run of ours.
+
+    A run interrupted before its first checkpoint holds ``config.yaml`` but no ``last.pt``:
+    ``--resume`` restarts it from epoch 1 (there is nothing to lose); a new run refuses it.
+    Call it inside :func:`run_folder`, which holds the folder's lock.
 
     Raises:
-        TrainingError: a non-empty folder without ``--resume`` (nothing is overwritten),
-            or ``--resume`` with no ``last.pt``.
+        TrainingError: ``run_dir`` is a file; a non-empty folder without ``--resume``
+            (nothing is overwritten); ``--resume`` on a folder no run wrote.
     """
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(f"--run-dir {run_dir} is a file, not a folder; choose a folder path")
     if resume:
-        if not (run_dir / "last.pt").is_file():
-            raise TrainingError(f"--resume: no {run_dir / 'last.pt'} to continue from")
+        if not (run_dir / "last.pt").is_file() and not (run_dir / "config.yaml").is_file():
+            raise TrainingError(f"--resume: {run_dir} holds no run to continue (no last.pt, no config.yaml)")
     elif run_dir.exists() and any(run_dir.iterdir()):
+        hint = (" (a run interrupted before its first checkpoint: --resume starts it again)"
+                if not (run_dir / "last.pt").exists() and (run_dir / "config.yaml").exists() else "")
         raise TrainingError(
-            f"run folder {run_dir} is not empty; pass --resume to continue it or choose a new --run folder"
+            f"run folder {run_dir} is not empty{hint}; pass --resume to continue it or choose a new --run-dir folder"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+@contextmanager
+def run_folder(run_dir, resume: bool = False, log=print):
+    """Hold the run folder's write lock (:func:`ikem_data.locks.exclusive`), check it with
+    :func:`prepare_run_dir` and yield its path; the lock is released on exit.
+
+    Raises:
+        LockedError: another process is writing the folder; TrainingError: see
+            :func:`prepare_run_dir`.
+    """
+    with exclusive(run_dir, "run folder", log):
+        yield prepare_run_dir(run_dir, resume)
+
+
+def _keep_metrics_until(path: Path, epoch: int) -> None:
+    """Drop records of epochs after ``epoch`` (written before an interruption lost their checkpoint)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if json.loads(line).get("epoch", 0) <= epoch]
+    if len(kept) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
 
 
 def append_jsonl(path, record: dict) -> None:
@@ -123,6 +160,10 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
     opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                           weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
     start_epoch, step = 1, 0
+    if resume and not (run_dir / "last.pt").is_file():
+        log(f"{run_dir} has no checkpoint yet (interrupted in its first epoch): starting it again from epoch 1")
+        resume = False
+        _keep_metrics_until(run_dir / "metrics.jsonl", 0)
     if resume:
         ck = load_checkpoint(run_dir / "last.pt", kind=kind)
         diffs = _same_sections(ck["config"], plain_cfg, ("model", "distill") if kind == "distill" else ("model",))
@@ -133,6 +174,7 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, step = ck["epoch"] + 1, ck["step"]
+        _keep_metrics_until(run_dir / "metrics.jsonl", ck["epoch"])
         set_rng_state(ck["rng"], shuffle_gen)
         log(f"resuming {run_dir} after epoch {ck['epoch']} (step {step})")
     else:

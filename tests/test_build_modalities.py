@@ -77,9 +77,10 @@ def test_from_copies_raw_splits_and_attrs(tmp_path, real):
     assert build_modalities(out, source=src, rotation_sign="per_frame", progress=False)[0] == "unchanged"
 
 
-def test_interrupted_run_resumes(tmp_path, real, monkeypatch):
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_interrupted_run_resumes(tmp_path, real, monkeypatch, suffix):
     xyz, frames, names = real
-    path = write_raw_store(tmp_path / "ntu.zarr", xyz, frames, names)
+    path = write_raw_store(tmp_path / f"ntu{suffix}", xyz, frames, names)
     calls = {"n": 0}
     original = bm.compute_modalities
 
@@ -95,10 +96,11 @@ def test_interrupted_run_resumes(tmp_path, real, monkeypatch):
     with open_store(path) as store:
         attrs = store.attrs["modalities"]
         assert attrs["complete"] is False and attrs["done"] == 8
-    monkeypatch.setattr(bm, "compute_modalities", original)
-    calls["n"] = 0
+    resumed_from = []
+    monkeypatch.setattr(bm, "compute_modalities", lambda x, *a, **k: resumed_from.append(len(x)) or original(x, *a, **k))
     status, attrs = build_modalities(path, chunk_size=2, step_chunks=3, progress=False)
     assert status == "resumed" and attrs["complete"]
+    assert sum(resumed_from) == len(frames) - 8  # only the samples not yet written
     expected, _ = expected_modalities(xyz, frames)
     with open_store(path) as store:
         for name in MODALITIES:

@@ -1,0 +1,81 @@
+"""One writer at a time per store and per run folder.
+
+:func:`exclusive` holds an OS file lock (``filelock``, ``flock`` on Unix) on the sibling
+file ``<path>.lock`` while a command writes ``path``, and records who holds it in
+``<path>.lock.json`` (pid, host, start time, command). A second writer is refused at once
+with that record in the message. The OS releases the lock when its holder dies, even by
+``kill -9``, so a lock is never stale: the next writer takes it over and says so. The lock
+sits beside ``path``, not inside it, so replacing a store does not remove the lock that
+guards the replacement. Locks are advisory and need a file system with working ``flock``
+(local disks; some network file systems do not provide it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+
+class LockedError(RuntimeError):
+    """Another process is writing the same store or run folder; the message names it."""
+
+
+def lock_paths(path) -> tuple[Path, Path]:
+    """``(<path>.lock, <path>.lock.json)``: the lock file and its holder record."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock"), path.with_name(path.name + ".lock.json")
+
+
+def _holder(record_file: Path) -> dict:
+    try:
+        return json.loads(record_file.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(holder: dict) -> str:
+    if not holder:
+        return "holder unknown"
+    return (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}: "
+            f"{holder.get('command', '')}").rstrip(": ")
+
+
+@contextmanager
+def exclusive(path, what="store", log=None):
+    """Hold the write lock of ``path`` for the ``with`` block.
+
+    Args:
+        path: the store or run folder to be written (it need not exist yet).
+        what: a word for messages (``"store"``, ``"run folder"``).
+        log: optional callable told when a lock left by a dead process is taken over.
+
+    Raises:
+        LockedError: another live process holds the lock; the message gives its pid,
+            host, start time and command.
+    """
+    lock_file, record_file = lock_paths(path)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockedError(f"{what} {path} is being written by another process ({_describe(_holder(record_file))}); "
+                          "wait for it to finish or stop it (its lock goes with it)") from None
+    try:
+        left = _holder(record_file)
+        if left and log is not None:  # its holder ended without removing the record: killed
+            log(f"taking over the lock of {what} {path} left by a process that is gone ({_describe(left)})")
+        record = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)}
+        record_file.write_text(json.dumps(record))
+        yield
+    finally:
+        record_file.unlink(missing_ok=True)
+        lock.release()
