@@ -29,7 +29,7 @@ from pydantic.dataclasses import dataclass
 from ikem_data.names import MODALITIES, STUDENT_MODALITIES, resolve_modalities
 from ikem_train.graph import GRAPH_PARTITIONS, check_partition
 
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # unknown keys and inf/nan values are errors
 
 
 class ConfigError(ValueError):

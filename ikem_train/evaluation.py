@@ -297,6 +297,16 @@ def parameter_snapshot(module: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN equal to NaN at the same places (a NaN weight left alone is unchanged)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if not a.is_floating_point():
+        return torch.equal(a, b)
+    nan = a.isnan()
+    return torch.equal(nan, b.isnan()) and torch.equal(a[~nan], b[~nan])
+
+
 def changed_parameters(before: dict, module: nn.Module) -> list[str]:
     """Names whose values differ from the snapshot ``before``."""
-    return [k for k, v in module.state_dict().items() if not torch.equal(before[k], v.to(before[k].device))]
+    return [k for k, v in module.state_dict().items() if not _same(before[k], v.to(before[k].device))]

@@ -453,6 +453,9 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
             for x, _, _ in _batches(val_ds, cfg, device):
                 per.append(model.logits({m: x[:, k] for k, m in enumerate(names)}).float().cpu())
             per = torch.cat(per, dim=1)  # (K, n_val, C)
+            if not bool(torch.isfinite(per).all()):
+                raise ev.EvaluationError(f"fine-tuning diverged by epoch {epoch} (non-finite val logits); "
+                                         f"lower optim.lr (now {cfg.optim.lr:g})")
             latest["logits"] = per
             fused = per.mean(0)
             y = torch.from_numpy(val_ds.labels)

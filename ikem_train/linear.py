@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ikem_train.config import LinearConfig
-from ikem_train.evaluation import topk_accuracy
+from ikem_train.evaluation import EvaluationError, topk_accuracy
 from ikem_train.loop import append_jsonl, lr_at
 
 BEST_LABEL = "best epoch selected on the validation split (optimistic; report the final epoch)"
@@ -37,6 +37,9 @@ def fit_linear(x_train, y_train, x_val, y_val, names, lc: LinearConfig, num_clas
         ``{"heads": nn.ModuleList, "logits": (K, n_val, C) final per-modality val logits,
         "final": record, "best": record}``; a record has ``epoch, lr, train_loss, top1,
         top5`` (fused) and ``top1/<modality>`` (each head alone).
+
+    Raises:
+        EvaluationError: the classifiers diverge (non-finite val logits).
     """
     torch.manual_seed(seed)
     heads = nn.ModuleList(nn.Linear(x_train.shape[-1], num_class) for _ in names)
@@ -69,6 +72,9 @@ def fit_linear(x_train, y_train, x_val, y_val, names, lc: LinearConfig, num_clas
         if epoch % lc.eval_interval == 0 or epoch == lc.epochs:
             with torch.no_grad():
                 per = logits_of(x_val_d).cpu()
+            if not bool(torch.isfinite(per).all()):
+                raise EvaluationError(f"the linear classifiers diverged by epoch {epoch} (non-finite val logits); "
+                                      f"lower linear.lr (now {lc.lr:g})")
             fused = per.mean(0)
             final = {"epoch": epoch, "lr": lr, "train_loss": float(total) / len(order),
                      "top1": topk_accuracy(fused, y_val, 1), "top5": topk_accuracy(fused, y_val, 5),

@@ -229,6 +229,12 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
                     writer.add_scalar(name, value, epoch)
         log(f"{kind} epoch {epoch}/{cfg.optim.epochs}: loss {record.get('loss', float('nan')):.4f}, "
             f"lr {lr:g}, {record['samples_per_s']:.1f} samples/s")
+        bad = [name for name, value in model.state_dict().items()
+               if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        if bad:  # a finite loss can still leave inf/NaN weights (e.g. a huge learning rate)
+            kept = f"the last good checkpoint {last_good} is kept" if last_good.is_file() else "no checkpoint was written"
+            raise TrainingError(f"non-finite weights after epoch {epoch} ({len(bad)} tensors, e.g. {bad[0]}); "
+                                f"stopped before writing them, {kept}; lower optim.lr")
         payload = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                    "scheduler": {"type": "step", "milestones": list(cfg.optim.milestones),
                                  "gamma": cfg.optim.gamma, "base_lr": cfg.optim.lr, "last_epoch": epoch},

@@ -327,3 +327,22 @@ def test_a_store_with_another_skeleton_is_refused(pretrained, tmp_path):
     with pytest.raises(ev.EvaluationError, match="joints: store 17, encoders 25"):
         jobs.linear(other, "ntu60-xsub", tmp_path / "lin", checkpoint=checkpoint, overrides=SMALL, **quiet)
     assert not (tmp_path / "lin").exists()
+
+
+def test_diverging_linear_classifiers_are_an_error(pretrained, tmp_path):
+    store, checkpoint = pretrained
+    with pytest.raises(ev.EvaluationError, match="diverged .*non-finite val logits.*lower linear.lr"):
+        jobs.linear(store, "ntu60-xsub", tmp_path / "lin", checkpoint=checkpoint,
+                    overrides=SMALL + ["linear.lr=1e30"], **quiet)
+    assert not (tmp_path / "lin" / "results.json").exists()
+
+
+def test_the_frozen_comparison_treats_nan_as_equal_to_nan():
+    module = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        module.weight[0, 0] = float("nan")
+    before = ev.parameter_snapshot(module)
+    assert ev.changed_parameters(before, module) == []
+    with torch.no_grad():
+        module.bias[1] += 1
+    assert ev.changed_parameters(before, module) == ["bias"]

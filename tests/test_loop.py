@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ikem_train.checkpoint import load_checkpoint, seed_everything
-from ikem_train.config import load_config
+from ikem_train.config import ConfigError, load_config
 from ikem_train.data import PretrainDataset, write_synthetic_store
 from ikem_train.loop import TrainingError, lr_at, prepare_run_dir, train
 
@@ -126,3 +126,34 @@ def test_resume_refuses_another_model_config(store, tmp_path):
     ds = PretrainDataset(store, "ntu60-xsub")
     with pytest.raises(TrainingError, match="model.temperature: checkpoint 0.07, now 0.2"):
         train(StandIn(), ds, cfg, tmp_path / "c", kind="pretrain", modalities=["joint"], resume=True, log=lambda *a: None)
+
+
+class Diverging(StandIn):
+    """A finite loss whose step leaves an inf weight in epoch ``at`` (what a huge lr does)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def forward(self, view1, view2, frames, epoch):
+        out = super().forward(view1, view2, frames, epoch)
+        if epoch >= self.at:
+            with torch.no_grad():
+                self.query.weight[0, 0] = float("inf")
+        return out
+
+
+def test_non_finite_weights_are_never_checkpointed(store, tmp_path):
+    cfg = _cfg(2, "run.max_steps_per_epoch=1")
+    ds = PretrainDataset(store, "ntu60-xsub", seed=cfg.data.seed)
+    run = prepare_run_dir(tmp_path / "inf", False)
+    with pytest.raises(TrainingError, match=r"non-finite weights after epoch 2 .*query.weight.*last good checkpoint"):
+        train(Diverging(at=2), ds, cfg, run, kind="pretrain", modalities=["joint"], log=lambda *a: None)
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1  # epoch 1's weights, all finite
+    assert torch.isfinite(load_checkpoint(run / "last.pt")["model"]["query.weight"]).all()
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
+def test_a_non_finite_setting_is_refused(value):
+    with pytest.raises(ConfigError, match="optim.lr: Input should be a finite number"):
+        load_config(None, [f"optim.lr={value}"])
