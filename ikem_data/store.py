@@ -339,6 +339,52 @@ class Store:
             raise KeyError(f"benchmark {benchmark!r} not in store {self.path}; it has: {have}")
         return np.asarray(self.root[name][...], dtype=np.int64)
 
+    def problems(self, benchmark=None, modalities=()) -> list[str]:
+        """What is wrong with the store's content, read from metadata and small arrays only.
+
+        Checks that ``raw/frames``, ``raw/label``, ``raw/name`` and ``raw/xyz`` agree on N;
+        that frames, labels and split indices are integers, frames > 0, labels >= 0, and the
+        indices of ``benchmark``'s splits lie in [0, N) without repeats; that each of
+        ``modalities`` is (N, 3, t_length, V, M) with the recorded ``t_length`` and one V, M.
+        Values inside the big arrays (e.g. NaN) are not read: training and evaluation
+        check what they compute.
+
+        Returns:
+            one line per problem (empty when none).
+        """
+        out = []
+        n = self["raw/frames"].shape[0] if "raw/frames" in self else None
+        for name in ("raw/label", "raw/name", "raw/xyz"):
+            if n is not None and name in self and self[name].shape[0] != n:
+                out.append(f"{name} has {self[name].shape[0]} entries, raw/frames {n}")
+        for name, low in (("raw/frames", 1), ("raw/label", 0)):
+            if name not in self:
+                continue
+            values = np.asarray(self[name][...])
+            if not np.issubdtype(values.dtype, np.integer):
+                out.append(f"{name} is {values.dtype}, not an integer array")
+            elif values.size and values.min() < low:
+                out.append(f"{name} holds {values.min()} (sample {int(values.argmin())}); values must be >= {low}")
+        for part in ("train", "val") if benchmark is not None else ():
+            name = f"splits/{benchmark}/{part}"
+            if name not in self:
+                continue
+            index = np.asarray(self.root[name][...])
+            if not np.issubdtype(index.dtype, np.integer):
+                out.append(f"{name} is {index.dtype}, not an integer array")
+            elif index.size and n is not None and (index.min() < 0 or index.max() >= n):
+                out.append(f"{name} holds index {index.max() if index.max() >= n else index.min()} outside [0, {n})")
+            elif len(np.unique(index)) != len(index):
+                out.append(f"{name} lists a sample more than once")
+        t_length = ((self.stage("modalities") or {}).get("params") or {}).get("t_length")
+        shapes = {m: tuple(self[f"modalities/{m}"].shape) for m in modalities if f"modalities/{m}" in self}
+        for m, shape in shapes.items():
+            if len(shape) != 5 or shape[1] != 3 or (n is not None and shape[0] != n) \
+                    or (t_length is not None and shape[2] != t_length) or shape[3:] != next(iter(shapes.values()))[3:]:
+                out.append(f"modalities/{m} has shape {shape}; expected ({n}, 3, {t_length}, V, M) with the V, M "
+                           "of the other modalities")
+        return out
+
     def names(self, start=0, stop=None) -> list[str]:
         """Sample names ``raw/name[start:stop]`` decoded to ``str``."""
         with warnings.catch_warnings():

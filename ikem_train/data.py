@@ -25,10 +25,12 @@ class StoreError(ValueError):
 
 
 def check_store(store, modalities=("joint",), benchmark=None):
-    """Check that ``store`` has ``modalities/<name>`` for each name (and the benchmark).
+    """Check that ``store`` has ``modalities/<name>`` for each name (and the benchmark), and
+    that its content is consistent (:meth:`ikem_data.store.Store.problems`).
 
     Raises:
-        StoreError: missing modalities (names ``ikem-data modalities``) or raw data.
+        StoreError: missing modalities (names ``ikem-data modalities``) or raw data, or
+            inconsistent content (listed).
         KeyError: the store lacks ``benchmark``; the message lists the ones it has.
     """
     for name in ("raw/frames", "raw/label"):
@@ -42,6 +44,10 @@ def check_store(store, modalities=("joint",), benchmark=None):
         )
     if benchmark is not None:
         store.split(benchmark, "train")
+    problems = store.problems(benchmark, modalities)
+    if problems:
+        raise StoreError(f"store {store.path} is damaged or was edited by hand: {'; '.join(problems)}. "
+                         "Rebuild it with `ikem-data gendata` and `ikem-data modalities`")
 
 
 def read_rows(array, rows) -> np.ndarray:
@@ -65,7 +71,7 @@ class _StoreBatches:
         self.part = part
         self.modalities = tuple(modalities)
         with open_store(self.store_path, "r") as store:
-            check_store(store, self.modalities)
+            check_store(store, self.modalities, benchmark)
             self.indices = store.split(benchmark, part)
             frames = np.asarray(store["raw/frames"][...])
             labels = np.asarray(store["raw/label"][...])

@@ -187,3 +187,54 @@ def test_a_run_dir_that_is_a_file_is_a_clear_error(tmp_path):
     assert (tmp_path / "taken").read_text() == "not a folder"
     with pytest.raises(TrainingError, match="is a file"):
         prepare_run_dir(tmp_path / "taken", resume=True)
+
+
+# -- store content is checked, not trusted -----------------------------------------------------
+
+
+def _damage(path, case):
+    with open_store(path, "r+") as s:
+        n = s["raw/frames"].shape[0]
+        if case == "split-past-n":
+            s.create_array("splits/ntu60-xsub/val", (2,), np.int64, overwrite=True)[...] = [0, n + 5]
+        elif case == "short-labels":
+            s.create_array("raw/label", (n - 3,), np.int16, overwrite=True)[...] = 0
+        elif case == "float-frames":
+            s.create_array("raw/frames", (n,), np.float32, overwrite=True)[...] = 30.5
+        elif case == "float-splits":
+            s.create_array("splits/ntu60-xsub/train", (3,), np.float64, overwrite=True)[...] = [1.0, 2.5, 3.0]
+        elif case == "other-t":
+            s.create_array("modalities/joint", (n, 3, 7, 25, 1), np.float32, overwrite=True)[...] = 0.1
+        elif case == "negative-label":
+            s["raw/label"][0] = -1
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("split-past-n", "splits/ntu60-xsub/val holds index 17 outside [0, 12)"),
+    ("short-labels", "raw/label has 9 entries, raw/frames 12"),
+    ("float-frames", "raw/frames is float32, not an integer array"),
+    ("float-splits", "splits/ntu60-xsub/train is float64, not an integer array"),
+    ("other-t", "modalities/joint has shape (12, 3, 7, 25, 1); expected (12, 3, 20, V, M)"),
+    ("negative-label", "raw/label holds -1 (sample 0)"),
+])
+def test_a_damaged_store_is_refused_with_what_is_wrong(tmp_path, case, expected):
+    store = write_synthetic_store(tmp_path / "s.zarr", n_train=8, n_val=4, frames=20, persons=1)
+    _damage(store, case)
+    result = CliRunner().invoke(ikem_train, ["knn", "--store", str(store), "--benchmark", "ntu60-xsub",
+                                             "--run-dir", str(tmp_path / "k"), "--random-init", "--modalities",
+                                             "joint", *TINY])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "is damaged or was edited by hand" in result.output and expected in result.output, result.output
+    assert not (tmp_path / "k").exists()
+
+
+def test_nan_inside_the_data_is_refused_by_evaluation(tmp_path):
+    store = write_synthetic_store(tmp_path / "s.zarr", n_train=8, n_val=4, frames=20, persons=1)
+    with open_store(store, "r+") as s:
+        train = s.split("ntu60-xsub", "train")
+        s["modalities/joint"][int(train[2]), 0, 5, 3, 0] = np.nan
+    result = CliRunner().invoke(ikem_train, ["linear", "--store", str(store), "--benchmark", "ntu60-xsub",
+                                             "--run-dir", str(tmp_path / "l"), "--random-init", "--modalities",
+                                             "joint", "--bn-recalibrate", *TINY])
+    assert result.exit_code != 0 and "non-finite frozen features from the joint encoder" in result.output
+    assert not (tmp_path / "l" / "results.json").exists()
