@@ -21,14 +21,14 @@ all zeros, its valid length is 0, and its name is listed in
 """
 
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
 from ikem_data import __version__
-from ikem_data.modalities import T_REF, compute_modalities
 from ikem_data.locks import exclusive
+from ikem_data.modalities import T_REF, compute_modalities
 from ikem_data.names import MODALITIES
 from ikem_data.preprocess import SampleError, check_params, preprocess
 from ikem_data.store import open_store
@@ -192,6 +192,7 @@ def build_modalities(out, source=None, t_length=50, rotation_sign="sequence", bo
 
 
 def _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step_chunks):
+    """The stage on ``out`` (raw data in place, lock held): see :func:`build_modalities`."""
     from tqdm import tqdm
 
     with open_store(out, "r+") as store:
