@@ -14,8 +14,9 @@ import click
               help="ntu: .skeleton files. kinect-csv: KinectReader CSV captures (timestamp + 25 x (x, y, z, state) "
                    "per line) listed in --labels.")
 @click.option("--labels", type=click.Path(dir_okay=False, path_type=str),
-              help="kinect-csv only: CSV with a header row file,label[,split]; file relative to this CSV's folder "
-                   "(or to --raw), label a 0-based int class, optional split train/val (written as splits/custom).")
+              help="kinect-csv only: UTF-8 CSV with a header row file,label[,split]; file relative to this CSV's "
+                   "folder (or to --raw), ASCII, each capture once; label a 0-based int class; split train/val "
+                   "(written as splits/custom; without it the store has no benchmark, which training needs).")
 @click.option("--dataset", type=click.Choice(["ntu60", "ntu120"]), default=None,
               help="NTU-60 (ntu60-xsub, ntu60-xview splits) or NTU-120 (also ntu120-xsub, ntu120-xset). "
                    "Default: inferred from the file names (setup > 17 or action > 60 means ntu120).")
@@ -30,24 +31,32 @@ import click
               help="Text file of sample names (one per line) to leave out. Default: the official "
                    "missing-skeleton list of the dataset (302 NTU-60 / 535 NTU-120 names, packaged).")
 @click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
-              help="A malformed file: stop (the store stays resumable) or skip it, recording file and reason "
-                   "in the store (ikem-data info lists them).")
+              help="A malformed file (bad syntax, a count the file cannot hold, a value that cannot be stored: "
+                   "inf, NaN, an integer beyond int64): stop with its file and line, or skip it, recording file and "
+                   "reason in the store (ikem-data info lists them). Not part of the store's identity: an "
+                   "unfinished store may be continued with the other choice.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Parser processes. Default: all cores (os.cpu_count()).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Samples per chunk of raw/xyz (and per write).")
+              help="Samples per chunk of raw/xyz (fewer when sequences are so long that a chunk would pass "
+                   "256 MiB, which bounds gendata's memory).")
 @click.option("--overwrite", is_flag=True,
-              help="Replace an existing store made with other arguments (otherwise refused).")
+              help="Replace an existing store made with other arguments, or one that cannot be opened "
+                   "(otherwise refused). A file or folder that is not an ikem store is never replaced.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def gendata(raw, out, input_format, labels, dataset, body_policy, max_bodies, ignore_list, on_error, workers,
             chunk_size, overwrite, no_progress):
     """Parse raw skeletons into the raw/ part of a chunked store.
 
     raw/xyz is (N, 3, T_max, 25, M) float32 metres, zero-padded to the longest sequence
-    (never truncated), with frame counts, bodies, 0-based labels, ids, names and the
-    split index arrays of every benchmark the dataset supports. Parallel over files;
-    rerunning the same command continues an interrupted run (Ctrl-C is safe) and leaves
-    a complete store alone.
+    stored (never truncated), with frame counts, bodies, 0-based labels, ids, names and
+    the split index arrays of every benchmark the dataset supports.
+
+    Every file is parsed and checked first (in parallel), so a malformed one stops the
+    run before anything is written (or, with --on-error skip, is left out and never sets
+    T_max). Rerunning the same command continues an interrupted run (Ctrl-C or a kill is
+    safe; parser workers exit with their parent) and leaves a complete store alone; a
+    file not yet written may meanwhile be fixed or removed.
     """
     from ikem_data.gendata import GendataError
     from ikem_data.gendata import gendata as run

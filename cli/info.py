@@ -6,6 +6,9 @@ import click
 
 # Stage keys shown in the overview of a stage, not repeated under "other".
 _SHOWN = {"complete", "params", "failed", "pre_failed", "ignored"}
+# Said of a complete store without splits/ when its gendata stage gives no reason.
+_NO_BENCHMARK = ("training needs a benchmark (splits/<name>/train and val); for Kinect input, add a split "
+                 "column (train or val on every row) to the labels table and rerun gendata with --overwrite")
 
 
 def _stats(values):
@@ -57,6 +60,13 @@ def describe(store, max_failed=20):
             if len(failed) > max_failed:
                 lines.append(f"  ... {len(failed) - max_failed} more (ikem-data info --json)")
     benchmarks = store.benchmarks()
+    if not benchmarks and gen is not None and gen.get("complete"):
+        lines.append("splits:    none: this store has no benchmark to train or evaluate on")
+        for note in gen.get("notes") or [_NO_BENCHMARK]:
+            lines.append(f"  note: {note}")
+    elif gen is not None:
+        for note in gen.get("notes") or []:
+            lines.append(f"note:      {note}")
     if benchmarks:
         lines.append("splits:")
         for name in benchmarks:

@@ -3,32 +3,60 @@
 Flow (DESIGN.md §3):
 
 1. list the inputs (NTU ``.skeleton`` files sorted by name, minus the ignore list; or the
-   files of a Kinect labels CSV) and read every frame count cheaply (headers only) to get
-   ``T_max``, the longest sequence: ``raw/xyz`` is never truncated;
-2. create the store with ``N`` = number of inputs and record the state in
-   ``attrs["gendata"]`` (``complete`` false);
-3. worker processes parse files and return arrays; the parent alone writes them, in
-   sample order, one chunk of ``chunk_size`` samples at a time; after each chunk the data
-   is flushed and then ``next_file``/``written`` are saved, so an interruption (Ctrl-C,
-   crash, a malformed file) leaves a store that a rerun of the same command continues;
-4. files that fail with ``on_error="skip"`` are recorded with their reason and left out
-   (samples are written densely; arrays are shrunk to the number written at the end);
-5. the split index arrays are written, and ``complete`` is set last.
+   files of a Kinect labels CSV); names, ids and the table are checked here;
+2. the *check pass*: workers parse every file in full (values checked, nothing kept).
+   ``T_max`` is the longest sequence among the files that parse, so a bogus header, or a
+   file left out by ``on_error="skip"``, never sizes the store; with ``on_error="stop"``
+   a malformed file stops the run here, before anything is written;
+3. the store is created under ``<name>.ikem-partial<suffix>`` beside ``out``, its arrays
+   and ``attrs["gendata"]`` (``complete`` false) written, and only then renamed to
+   ``out``: an interruption before the rename leaves ``out`` as it was (the next run
+   removes the leftover), one after it leaves a store that a rerun continues;
+4. the *write pass*: workers parse files again and return arrays; the parent alone
+   writes them, in sample order, a few chunks of ``chunk_size`` samples at a time;
+   after each write the data is flushed and then ``next_file``/``written`` (and a
+   fingerprint of the files done) are saved, so an interruption (Ctrl-C, kill, a file
+   that changed since the check) leaves a store that a rerun of the same command
+   continues;
+5. files that fail with ``on_error="skip"`` are recorded with their reason and left out
+   (samples are written densely; arrays are shrunk to the number written at the end,
+   and ``T_max`` to the longest sample stored);
+6. the split index arrays are written, and ``complete`` is set last.
 
-A rerun with the same parameters continues an incomplete store and leaves a complete one
-alone; a store made with other parameters is refused unless ``overwrite``.
-Memory stays bounded: one chunk buffer plus a few in-flight files per worker.
+Rerun rules. A complete store made with the same arguments and inputs is left alone.
+An incomplete one is continued when every argument except ``on_error`` is the same and
+the files already done are unchanged (a fingerprint of their names, labels and splits);
+files not yet done may have been fixed, removed or added. So each remedy the error
+message offers works as written: fix the file, or remove it, and rerun the same
+command; or rerun with ``--on-error skip``. Anything else is refused unless
+``overwrite``, which replaces a store (also a damaged one that cannot be opened) but
+never a file or folder that is not an ikem store.
+
+One writer at a time: ``out`` is locked (:func:`ikem_data.locks.exclusive`) for the
+whole run, so a second gendata or modalities on it is refused, and the leftover of an
+interrupted creation can be removed safely. Parser workers are spawned processes that
+exit by themselves when the parent dies, even by SIGKILL (:func:`_watch_parent`), so
+nothing is left running.
+Memory stays bounded by the data, never by a header: the write buffer and the parsed
+files waiting to be written each stay within :data:`WRITE_BUFFER_BYTES` (a ``raw/xyz``
+chunk holds fewer than ``chunk_size`` samples when sequences are that long), or one
+sample when a single sample is larger; a worker holds one file and its arrays.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
+import shutil
 import signal
+import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +69,16 @@ INPUT_FORMATS = ("ntu", "kinect-csv")
 ON_ERROR = ("stop", "skip")
 ID_FIELDS = ("setup", "camera", "subject", "replication")
 NUM_JOINTS = 25
+#: Upper bound of the write buffer; a chunk larger than this is written alone.
+WRITE_BUFFER_BYTES = 256 << 20
+#: Parameters that do not identify a store: what to do with a bad file, and the files
+#: still to come (a rerun after fixing, removing or adding one continues).
+_NOT_IDENTITY = ("on_error", "n_inputs", "inputs_sha1")
+#: Root attributes every ikem store has; a store holding only these holds nothing.
+_BASE_ATTRS = {"format", "version", "ikem_version"}
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_STOP_HINT = ("the store is resumable: fix or remove the file and rerun the same command, "
+              "or rerun with --on-error skip to record it and go on")
 
 
 class GendataError(Exception):
@@ -49,29 +87,52 @@ class GendataError(Exception):
 
 # -- worker side -----------------------------------------------------------------------
 
+def _watch_parent(parent):
+    """End this worker as soon as its parent process is gone (runs in a daemon thread).
+
+    ``multiprocessing`` gives every spawned child a sentinel of its parent: the read end
+    of a pipe whose only write end the parent holds (on Windows, a handle of the parent
+    process). The operating system closes it when the parent exits in any way, SIGKILL
+    included, so waiting on it needs no polling and, unlike Linux's PR_SET_PDEATHSIG,
+    does not fire when merely the thread that spawned the worker ends.
+    """
+    parent.join()  # returns once the sentinel signals: the parent has exited
+    os._exit(1)
+
+
 def _worker_init():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), name="ikem-watch-parent", daemon=True).start()
 
 
 def load_sample(task):
     """Parse one input file (runs in a worker).
 
     Args:
-        task: ``(path, input_format, body_policy, max_bodies)``.
+        task: ``(path, input_format, body_policy, max_bodies, frames_only)``.
 
     Returns:
-        ``("ok", xyz (3, T, 25, M) float32, n_frames, n_bodies)`` or ``("error", message)``.
+        ``("ok", xyz (3, T, 25, M) float32, n_frames, n_bodies)``, or with
+        ``frames_only`` ``("ok", n_frames)`` (the file is parsed and checked in full, its
+        data dropped); ``("error", message)`` for a malformed or unreadable file, the
+        message naming the file (and the line where there is one).
     """
-    path, input_format, body_policy, max_bodies = task
+    path, input_format, body_policy, max_bodies, frames_only = task
     try:
         if input_format == "ntu":
-            from ikem_data.skeleton import load_xyz
+            from ikem_data.skeleton import load_xyz, read_skeleton
 
+            if frames_only:
+                return ("ok", int(read_skeleton(path).n_frames))
             xyz, n_frames, n_bodies = load_xyz(path, body_policy, max_bodies)
         else:
             from ikem_data.kinect import read_kinect_csv
 
             joints, _ = read_kinect_csv(path)
+            if frames_only:
+                return ("ok", int(joints.shape[1]))
             xyz = np.zeros(joints.shape + (max_bodies,), dtype=np.float32)
             xyz[..., 0] = joints
             n_frames, n_bodies = joints.shape[1], 1
@@ -83,12 +144,77 @@ def load_sample(task):
         return ("error", message)
 
 
+class _Parsers:
+    """Runs :func:`load_sample` over tasks in order: here (one worker) or in a process pool.
+
+    The pool is created on first use and shared by both passes; :meth:`close` ends it.
+    """
+
+    def __init__(self, workers, input_format):
+        self.workers = max(1, int(workers or os.cpu_count() or 1))
+        self.input_format = input_format
+        self.pool = None
+
+    def map(self, tasks, count, result_bytes=0):
+        """Yield ``(key, result)`` for ``tasks`` (an iterable of ``(key, task)``) in order.
+
+        ``result_bytes`` (an upper bound of one result's size) caps the files in flight
+        so that finished results waiting for their turn stay within :data:`WRITE_BUFFER_BYTES`.
+        """
+        if self.workers == 1 or count <= 1:
+            return ((key, load_sample(task)) for key, task in tasks)
+        if self.pool is None:
+            if self.input_format == "ntu":  # compile (or load) the parser once, here,
+                from ikem_data.skeleton import parse_skeleton  # so workers load it from the cache
+
+                parse_skeleton(b"0\n")
+            # spawn, not fork: the parent runs zarr's I/O thread, and forking a threaded
+            # process can deadlock the child.
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_init,
+                                            mp_context=multiprocessing.get_context("spawn"))
+        depth = 4 * self.workers
+        if result_bytes:
+            depth = max(1, min(depth, WRITE_BUFFER_BYTES // result_bytes))
+        return _ordered(self.pool, tasks, depth=depth)
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def _ordered(pool, tasks, depth):
+    """Submit tasks with at most ``depth`` in flight; yield ``(key, result)`` in task order."""
+    inflight = deque()
+
+    def result(key, task, future):
+        try:
+            return key, future.result()
+        except BrokenProcessPool:
+            raise GendataError(f"a parser worker process died while reading {task[0]} (killed, or out of "
+                               f"memory?); rerun the same command to continue") from None
+
+    for key, task in tasks:
+        inflight.append((key, task, pool.submit(load_sample, task)))
+        if len(inflight) >= depth:
+            yield result(*inflight.popleft())
+    while inflight:
+        yield result(*inflight.popleft())
+
+
 # -- planning --------------------------------------------------------------------------
 
-def _fingerprint(names):
+def _sample_line(sample):
+    if sample["ids"][0] > 0:  # NTU: label and ids follow from the name (hashed alone, as ikem 0.1 did)
+        return f"{sample['name']}\n".encode()
+    return f"{sample['name']}\t{sample['label']}\t{sample['split']}\n".encode()  # Kinect: the table's too
+
+
+def _fingerprint(samples):
+    """A short digest of the samples' names, labels and splits, in order."""
     digest = hashlib.sha1()
-    for name in names:
-        digest.update(name.encode() + b"\n")
+    for sample in samples:
+        digest.update(_sample_line(sample))
     return digest.hexdigest()[:16]
 
 
@@ -102,7 +228,9 @@ def plan(raw=None, *, input_format="ntu", dataset=None, labels=None, body_policy
         (names left out by the ignore list).
 
     Raises:
-        GendataError: a bad argument or input (missing/empty folder, bad file name, ...).
+        GendataError: a bad argument or input (missing/empty folder, a file name that is
+            not a valid sample name or has an id 0, an entry that is not a regular file,
+            a bad labels table, ...).
     """
     if input_format not in INPUT_FORMATS:
         raise GendataError(f"--input-format must be one of {', '.join(INPUT_FORMATS)}, not {input_format!r}")
@@ -118,7 +246,7 @@ def plan(raw=None, *, input_format="ntu", dataset=None, labels=None, body_policy
             if raw is None:
                 raise GendataError("--raw is required for NTU input")
             files = ntu.list_skeleton_files(raw)
-            ids = [ntu.parse_name(p.name) for p in files]
+            ids = [ntu.parse_name(str(p)) for p in files]
             if dataset is None:
                 dataset = ntu.infer_dataset(ids)
             ntu.check_dataset(ids, dataset)
@@ -161,19 +289,9 @@ def plan(raw=None, *, input_format="ntu", dataset=None, labels=None, body_policy
         labels=str(Path(labels).resolve()) if labels is not None else None,
         body_policy=body_policy, max_bodies=int(max_bodies), ignore_list=ignore_source,
         on_error=on_error, chunk_size=int(chunk_size),
-        n_inputs=len(samples), inputs_sha1=_fingerprint(s["name"] for s in samples),
+        n_inputs=len(samples), inputs_sha1=_fingerprint(samples),
     )
     return dict(params=params, samples=samples, skipped=skipped)
-
-
-def _frame_count(path, input_format):
-    if input_format == "ntu":
-        from ikem_data.skeleton import read_frame_count
-
-        return read_frame_count(path)
-    from ikem_data.kinect import count_frames
-
-    return count_frames(path)
 
 
 def _params_diff(old, new):
@@ -181,15 +299,118 @@ def _params_diff(old, new):
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
 
 
+def _identity(params):
+    return {k: v for k, v in params.items() if k not in _NOT_IDENTITY}
+
+
+# -- what is at `out` --------------------------------------------------------------------
+
+def _partial_path(out):
+    """Where a new store is built before it is renamed to ``out`` (same folder, same suffix)."""
+    return out.with_name(f"{out.stem}.ikem-partial{out.suffix}")
+
+
+def _remove(path):
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _blank_zarr_group(path):
+    """A zarr folder holding one group's metadata and nothing else (at most ikem's base
+    attributes): what an interruption right after a store's first metadata write leaves.
+    None when it is not such a folder; "damaged" when its metadata cannot be read."""
+    entries = [p.name for p in path.iterdir()]
+    # zarr writes metadata to "<name>.<uuid>.partial" and renames it: a leftover is noise.
+    if "zarr.json" not in entries or any(e != "zarr.json" and not e.startswith("zarr.json.") for e in entries):
+        return None
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "damaged"
+    if not isinstance(meta, dict) or meta.get("node_type") != "group":
+        return None
+    return "blank" if set(meta.get("attributes") or {}) <= _BASE_ATTRS else None
+
+
+def _inspect(out):
+    """Classify what is at ``out``.
+
+    Returns:
+        ``(kind, store, reason)``: kind ``"absent"``, ``"empty"`` (nothing of value: an
+        empty folder or file, or a store holding nothing; replaced without asking),
+        ``"store"`` (an ikem store, returned open ``r+``), ``"damaged"`` (an HDF5 file or
+        zarr store whose metadata cannot be read; replaced only with ``overwrite``) or
+        ``"foreign"`` (never replaced).
+    """
+    if not out.exists() and not out.is_symlink():
+        return "absent", None, ""
+    if (out.is_dir() and not any(out.iterdir())) or (out.is_file() and out.stat().st_size == 0):
+        return "empty", None, ""
+    try:
+        store = open_store(out, "r+")
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        if out.is_dir():
+            blank = _blank_zarr_group(out)
+            if blank:
+                return ("empty" if blank == "blank" else "damaged"), None, str(exc)
+        elif out.is_file() and is_hdf5_path(out):
+            with open(out, "rb") as handle:
+                if handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+                    return "damaged", None, str(exc)
+        return "foreign", None, str(exc)
+    if store.stage("gendata") is None and not list(store.root.keys()) and set(store.attrs) <= _BASE_ATTRS:
+        store.close()
+        return "empty", None, ""
+    return "store", store, ""
+
+
+def _decide(store, old, params, samples):
+    """``("complete" | "resume" | "other", why)`` for an existing store's gendata stage."""
+    if old is None:
+        return "other", "it has no gendata stage"
+    old_params = old.get("params", {})
+    if _identity(old_params) != _identity(params):
+        return "other", _params_diff(_identity(old_params), _identity(params))
+    if old.get("complete"):
+        if old_params.get("inputs_sha1") == params["inputs_sha1"]:
+            return "complete", ""
+        return "other", (f"the inputs changed: {old_params.get('n_inputs')} files then, {len(samples)} now, "
+                         f"or other names, labels or splits")
+    done = int(old.get("next_file", 0))
+    if old.get("done_sha1") is None:  # made by ikem 0.1, which kept no fingerprint of the files done
+        if old_params.get("inputs_sha1") != params["inputs_sha1"]:
+            return "other", "the inputs changed since it was started"
+    elif done > len(samples) or _fingerprint(samples[:done]) != old["done_sha1"]:
+        return "other", f"the first {done} inputs, already processed, are not the same files now"
+    if "raw/name" not in store:
+        return "other", "its raw arrays are missing"
+    names = store["raw/name"]
+    if int(old.get("written", 0)) + len(samples) - done > names.shape[0]:
+        return "other", f"{len(samples) - done} files still to do, more than the store has room for"
+    width = names.dtype.itemsize
+    if any(len(s["name"].encode()) > width for s in samples[done:]):
+        return "other", f"a file still to do has a name longer than the store's {width} bytes"
+    return "resume", ""
+
+
 # -- the writer --------------------------------------------------------------------------
 
 RAW_ARRAYS = ("xyz", "frames", "bodies", "label", "setup", "camera", "subject", "replication", "name")
 
 
+def _sample_bytes(t_max, max_bodies):
+    return 3 * t_max * NUM_JOINTS * max_bodies * 4  # one sample of raw/xyz, float32
+
+
 def _create_arrays(store, n, t_max, max_bodies, chunk_size, name_width):
     c = chunk_size
+    # A chunk is written (and read) whole: with very long sequences it holds fewer samples,
+    # so that one chunk stays within the write budget (one sample at the least).
+    xyz_chunk = max(1, min(c, WRITE_BUFFER_BYTES // _sample_bytes(t_max, max_bodies)))
     store.create_array("raw/xyz", (n, 3, t_max, NUM_JOINTS, max_bodies), np.float32,
-                       chunks=(c, 3, t_max, NUM_JOINTS, max_bodies), overwrite=True)
+                       chunks=(xyz_chunk, 3, t_max, NUM_JOINTS, max_bodies), overwrite=True)
     big = max(c, 1024 // c * c)  # 1-D arrays: chunks that are a multiple of the sample chunk
     store.create_array("raw/frames", (n,), np.int32, chunks=(big,), overwrite=True)
     store.create_array("raw/bodies", (n,), np.int8, chunks=(big,), overwrite=True)
@@ -207,6 +428,7 @@ def _flush(store):
 def _save_state(store, state):
     _flush(store)  # data first, then the state that points past it
     store.attrs["gendata"] = state
+    _flush(store)
 
 
 def gendata(raw=None, out=None, *, input_format="ntu", dataset=None, labels=None, body_policy="listed",
@@ -224,14 +446,17 @@ def gendata(raw=None, out=None, *, input_format="ntu", dataset=None, labels=None
         max_bodies: slots M.
         ignore_list: text file of sample names to leave out; default: the official
             missing-skeleton list of the dataset (packaged).
-        on_error: ``"stop"`` (raise, store stays resumable) or ``"skip"`` (record and go on).
-        chunk_size: samples per chunk of ``raw/xyz`` and per write.
+        on_error: a malformed file: ``"stop"`` (raise; before anything is written when
+            the check pass finds it, else the store stays resumable) or ``"skip"``
+            (record it and go on). Not part of the store's identity: a rerun may switch.
+        chunk_size: samples per chunk of ``raw/xyz``.
         workers: parser processes (default ``os.cpu_count()``; 1 parses in this process).
-        overwrite: replace a store made with other parameters.
-        progress: show a tqdm bar (files/s).
+        overwrite: replace a store made with other arguments, or a damaged one.
+        progress: show tqdm bars (files/s).
         write_chunks: chunks of samples gathered per write (zarr compresses the chunks of
-            one write in parallel); the state is saved after each write. Not a parameter of
-            the store: a rerun may use another value.
+            one write in parallel), capped so the buffer stays within
+            :data:`WRITE_BUFFER_BYTES`; the state is saved after each write. Not a
+            parameter of the store: a rerun may use another value.
         stop_after_chunks: testing aid: raise ``KeyboardInterrupt`` after this many
             writes in this call, as a Ctrl-C would.
         log: callable for one-line messages.
@@ -240,113 +465,150 @@ def gendata(raw=None, out=None, *, input_format="ntu", dataset=None, labels=None
         the final ``attrs["gendata"]`` dict (``complete`` true).
 
     Raises:
-        GendataError: bad arguments or input, a store made with other arguments, or (with
-            ``on_error="stop"``) a malformed file: the message names file and line.
-        KeyboardInterrupt: interrupted; the store is resumable.
+        GendataError: bad arguments or input, a store made with other arguments, another
+            process writing ``out``, or (with ``on_error="stop"``) a malformed file: the
+            message names file and line and says what to do.
+        KeyboardInterrupt: interrupted; the store (if created) is resumable.
     """
     if out is None:
         raise GendataError("--out is required")
     out = Path(out)
     job = plan(raw, input_format=input_format, dataset=dataset, labels=labels, body_policy=body_policy,
                max_bodies=max_bodies, ignore_list=ignore_list, on_error=on_error, chunk_size=chunk_size)
-    params, samples = job["params"], job["samples"]
-    chunk_size, max_bodies = params["chunk_size"], params["max_bodies"]
+    from ikem_data.locks import LockedError, exclusive
 
-    store, state = None, None
-    if out.exists():
-        try:
+    try:
+        with exclusive(out, "store", log):  # one writer: a second gendata (or modalities) is refused
+            return _gendata(out, job, overwrite, workers, progress, write_chunks, stop_after_chunks, log)
+    except LockedError as exc:
+        raise GendataError(str(exc)) from None
+
+
+def _gendata(out, job, overwrite, workers, progress, write_chunks, stop_after_chunks, log):
+    """:func:`gendata` once ``out`` is locked for this process."""
+    params, samples = job["params"], job["samples"]
+    partial = _partial_path(out)
+    if partial.exists() or partial.is_symlink():  # a creation that was interrupted (we hold the lock)
+        _remove(partial)
+    kind, store, why = _inspect(out)
+    state = None
+    if kind == "foreign":
+        raise GendataError(f"{out} exists and is not an ikem store ({why}); nothing was changed")
+    if kind == "damaged" and not overwrite:
+        raise GendataError(f"{out} is a store that cannot be opened ({why}), e.g. left by an interrupted "
+                           f"write; rerun with --overwrite to replace it")
+    if kind == "store":
+        old = store.stage("gendata")
+        decision, why = _decide(store, old, params, samples)
+        if decision == "complete":
+            store.close()
+            log(f"{out} is already complete ({old.get('n_samples')} samples); nothing to do")
+            return old
+        if decision == "resume":
+            state = dict(old, params=params)  # on_error and the files still to do are this run's
+            log(f"resuming {out}: {old['written']} samples written, {old['next_file']} of {len(samples)} files done")
+        else:
+            store.close()
+            store = None
+            if not overwrite:
+                raise GendataError(f"{out} was made with other arguments ({why}); use --overwrite to replace it")
+
+    parsers = _Parsers(workers, params["input_format"])
+    try:
+        if state is None:
+            t_max, failures = _check(samples, params, parsers, progress)
+            state = _create(out, partial, job, t_max)
+            log(f"{len(samples)} files, longest sequence {t_max} frames"
+                + (f", {len(job['skipped'])} ignored by the list" if job["skipped"] else "")
+                + (f"; {len(failures)} failed the check and will be left out" if failures else ""))
             store = open_store(out, "r+")
-        except (ValueError, FileNotFoundError) as exc:
-            if not (out.is_dir() and not any(out.iterdir())):
-                raise GendataError(f"{out} exists and is not an ikem store ({exc}); nothing was changed") from None
-        if store is not None:
-            old = store.stage("gendata")
-            if old is not None and old.get("params") == params:
-                if old.get("complete"):
-                    store.close()
-                    log(f"{out} is already complete ({old.get('n_samples')} samples); nothing to do")
-                    return old
-                state = old
-                log(f"resuming {out}: {old['written']} samples written, "
-                    f"{old['next_file']} of {len(samples)} files done")
-            else:
-                store.close()
-                store = None
-                if not overwrite:
-                    why = _params_diff(old.get("params", {}), params) if old else "it has no gendata stage"
-                    raise GendataError(f"{out} was made with other arguments ({why}); use --overwrite to replace it")
-    if state is None:
-        state = _start(out, job, input_format, log)
-        store = open_store(out, "r+")
-    try:
-        state = _run(store, state, samples, params, workers, progress, write_chunks, stop_after_chunks)
-        if state["next_file"] >= len(samples) and not state["complete"]:
-            state = _finish(store, state, samples, params, job["skipped"])
-            log(f"wrote {state['n_samples']} samples to {out}"
-                + (f"; {len(state['failed'])} files failed (see ikem-data info)" if state["failed"] else "")
-                + (f"; {state['skipped']} ignored" if state["skipped"] else ""))
-        return state
-    finally:
-        store.close()
-
-
-def _start(out, job, input_format, log):
-    """Header pass (frame counts), then create the store and its arrays."""
-    params, samples = job["params"], job["samples"]
-    failed = []
-    t_max = 0
-    keep = []
-    for sample in samples:
         try:
-            frames = _frame_count(sample["path"], input_format)
-        except (ValueError, OSError) as exc:
-            message = str(exc) if sample["path"] in str(exc) else f"{sample['path']}: {exc}"
-            if params["on_error"] == "stop":
-                raise GendataError(message) from None
-            failed.append(dict(file=sample["path"], reason=message))
-            continue
-        keep.append(True)
-        t_max = max(t_max, frames)
-    if not keep:
-        raise GendataError("no input file could be read; first failure: " + failed[0]["reason"])
-    name_width = max(1, max(len(s["name"].encode()) for s in samples))
-    store = open_store(out, "w")
+            state = _run(store, state, samples, params, parsers, progress, write_chunks, stop_after_chunks)
+            if state["next_file"] >= len(samples) and not state["complete"]:
+                state = _finish(store, state, samples, params, job["skipped"])
+                log(f"wrote {state['n_samples']} samples to {out}"
+                    + (f"; {len(state['failed'])} files failed (see ikem-data info)" if state["failed"] else "")
+                    + (f"; {state['skipped']} ignored" if state["skipped"] else ""))
+                for note in state.get("notes", []):
+                    log(f"note: {note}")
+            return state
+        finally:
+            store.close()
+    finally:
+        parsers.close()
+
+
+def _check(samples, params, parsers, progress):
+    """The check pass: parse every file in full; ``(T_max over the files that parse, failures)``.
+
+    Raises:
+        GendataError: with ``on_error="stop"``, the first malformed file (nothing written
+            yet); with either, when no file parses.
+    """
+    from tqdm import tqdm
+
+    tasks = ((k, (s["path"], params["input_format"], params["body_policy"], params["max_bodies"], True))
+             for k, s in enumerate(samples))
+    t_max, failures = 0, []
+    bar = tqdm(total=len(samples), unit="file", disable=not progress, smoothing=0.1, desc="checking")
     try:
-        state = dict(complete=False, params=params, ikem_version=__version__, t_max=max(int(t_max), 1),
-                     next_file=0, written=0, failed=failed, pre_failed=[f["file"] for f in failed],
-                     skipped=len(job["skipped"]), ignored=list(job["skipped"]), started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        store.attrs["gendata"] = state  # first: a store interrupted from here on is recognised
+        for _, result in parsers.map(tasks, len(samples)):
+            bar.update(1)
+            if result[0] == "ok":
+                t_max = max(t_max, result[1])
+            elif params["on_error"] == "stop":
+                raise GendataError(result[1] + " (nothing was written: fix or remove the file and rerun, "
+                                               "or rerun with --on-error skip to leave it out)")
+            else:
+                failures.append(result[1])
+    finally:
+        bar.close()
+    if len(failures) == len(samples):
+        raise GendataError("no input file could be read; first failure: " + failures[0])
+    return t_max, failures
+
+
+def _create(out, partial, job, t_max):
+    """Build the new store at ``partial`` (arrays, then the state), then rename it to ``out``."""
+    params, samples = job["params"], job["samples"]
+    name_width = max(1, max(len(s["name"].encode()) for s in samples))
+    state = dict(complete=False, params=params, ikem_version=__version__, t_max=max(int(t_max), 1),
+                 next_file=0, written=0, done_sha1=_fingerprint([]), failed=[], skipped=len(job["skipped"]),
+                 ignored=list(job["skipped"]), started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    store = open_store(partial, "w")
+    try:
         _create_arrays(store, len(samples), state["t_max"], params["max_bodies"], params["chunk_size"], name_width)
         _save_state(store, state)
     finally:
         store.close()
-    log(f"{len(samples)} files, longest sequence {t_max} frames"
-        + (f", {len(job['skipped'])} ignored by the list" if job["skipped"] else ""))
+    if out.exists() or out.is_symlink():  # decided replaceable by the caller
+        _remove(out)
+    os.replace(partial, out)
     return state
 
 
-def _run(store, state, samples, params, workers, progress, write_chunks, stop_after_chunks):
-    """Parse from ``state["next_file"]`` on and write chunk by chunk."""
-    if "raw/name" not in store:  # interrupted while creating the arrays
-        width = max(1, max(len(s["name"].encode()) for s in samples))
-        _create_arrays(store, len(samples), state["t_max"], params["max_bodies"], params["chunk_size"], width)
-    chunk, m, t_max = params["chunk_size"], params["max_bodies"], state["t_max"]
-    pre_failed = set(state.get("pre_failed", []))
+def _run(store, state, samples, params, parsers, progress, write_chunks, stop_after_chunks):
+    """The write pass: parse from ``state["next_file"]`` on and write chunk by chunk."""
+    m, t_max = params["max_bodies"], state["t_max"]
     start = state["next_file"]
-    todo = [k for k in range(start, len(samples)) if samples[k]["path"] not in pre_failed]
-    if not todo:
-        state["next_file"] = len(samples)
+    if start >= len(samples):
         return state
     arrays = {name: store[f"raw/{name}"] for name in RAW_ARRAYS}
-    block = chunk * max(1, int(write_chunks))  # a multiple of the chunk: writes stay chunk-aligned
+    chunk = int(arrays["xyz"].chunks[0])  # chunk_size, or fewer for very long sequences
+    sample_bytes = _sample_bytes(t_max, m)
+    # A multiple of the chunk (writes stay chunk-aligned), within the byte budget.
+    block = chunk * max(1, min(int(write_chunks), WRITE_BUFFER_BYTES // (chunk * sample_bytes)))
     buf = np.zeros((block, 3, t_max, NUM_JOINTS, m), dtype=np.float32)
     meta = {name: [] for name in RAW_ARRAYS if name != "xyz"}
     pending_failed = []
     chunks_done = 0
-    workers = max(1, int(workers or os.cpu_count() or 1))
+    done = hashlib.sha1()  # running fingerprint of samples[:next_file], as _fingerprint computes it
+    for sample in samples[:start]:
+        done.update(_sample_line(sample))
+    hashed = start
 
     def flush_buffer(next_file):
-        nonlocal chunks_done
+        nonlocal chunks_done, hashed
         n = len(meta["name"])
         w = state["written"]
         if n:
@@ -354,9 +616,14 @@ def _run(store, state, samples, params, workers, progress, write_chunks, stop_af
             for name, values in meta.items():
                 dtype = arrays[name].dtype
                 arrays[name][w:w + n] = np.asarray(values, dtype=dtype)
+        for sample in samples[hashed:next_file]:
+            done.update(_sample_line(sample))
+        hashed = next_file
         state["written"] = w + n
         state["next_file"] = next_file
-        state["failed"] = state["failed"] + pending_failed
+        state["done_sha1"] = done.hexdigest()[:16]
+        recorded = {f["file"] for f in state["failed"]}  # ikem 0.1 recorded check failures up front
+        state["failed"] = state["failed"] + [f for f in pending_failed if f["file"] not in recorded]
         pending_failed.clear()
         _save_state(store, state)
         buf[:n] = 0
@@ -366,46 +633,28 @@ def _run(store, state, samples, params, workers, progress, write_chunks, stop_af
         if stop_after_chunks is not None and chunks_done >= stop_after_chunks:
             raise KeyboardInterrupt
 
-    def tasks():
-        for k in todo:
-            yield k, (samples[k]["path"], params["input_format"], params["body_policy"], m)
+    def fail(k, message):
+        if params["on_error"] == "stop":
+            flush_buffer(k)  # keep the good samples before it
+            raise GendataError(f"{message} ({_STOP_HINT})")
+        pending_failed.append(dict(file=samples[k]["path"], reason=message))
 
     from tqdm import tqdm
 
+    tasks = ((k, (samples[k]["path"], params["input_format"], params["body_policy"], m, False))
+             for k in range(start, len(samples)))
     bar = tqdm(total=len(samples), initial=start, unit="file", disable=not progress, smoothing=0.1,
                desc="gendata")
-    pool = None
     try:
-        if workers > 1 and len(todo) > 1:
-            if params["input_format"] == "ntu":  # compile (or load) the parser once, here,
-                from ikem_data.skeleton import parse_skeleton  # so workers load it from the cache
-
-                parse_skeleton(b"0\n")
-            # spawn, not fork: the parent runs zarr's I/O thread, and forking a threaded
-            # process can deadlock the child.
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_worker_init,
-                                       mp_context=multiprocessing.get_context("spawn"))
-            results = _ordered(pool, tasks(), depth=4 * workers)
-        else:
-            results = ((k, load_sample(task)) for k, task in tasks())
-        for k, result in results:
+        for k, result in parsers.map(tasks, len(samples) - start, result_bytes=sample_bytes):
             bar.update(1)
             if result[0] == "error":
-                if params["on_error"] == "stop":
-                    flush_buffer(k)  # keep the good samples before it
-                    raise GendataError(result[1] + " (the store is resumable: fix or remove the file, "
-                                                   "or rerun with --on-error skip)")
-                pending_failed.append(dict(file=samples[k]["path"], reason=result[1]))
+                fail(k, result[1])
+            elif result[2] > t_max:  # the file changed (or was added) since the store was started
+                fail(k, f"{samples[k]['path']}: {result[2]} frames, more than the T_max of {t_max} that "
+                        f"{store.path} was made with; rerun with --overwrite to rebuild it")
             else:
                 _, xyz, n_frames, n_bodies = result
-                if n_frames > t_max:  # the file changed since the store was started
-                    result = ("error", f"{samples[k]['path']}: {n_frames} frames, more than the {t_max} "
-                                       f"recorded when {store.path} was started; rerun with --overwrite")
-                    if params["on_error"] == "stop":
-                        flush_buffer(k)
-                        raise GendataError(result[1])
-                    pending_failed.append(dict(file=samples[k]["path"], reason=result[1]))
-                    continue
                 slot = len(meta["name"])
                 buf[slot, :, :n_frames] = xyz
                 sample = samples[k]
@@ -414,39 +663,37 @@ def _run(store, state, samples, params, workers, progress, write_chunks, stop_af
                 meta["label"].append(sample["label"])
                 for field, value in zip(ID_FIELDS, sample["ids"]):
                     meta[field].append(value)
-                meta["name"].append(sample["name"].encode())
+                meta["name"].append(sample["name"].encode("ascii"))
             if len(meta["name"]) == block:
                 flush_buffer(k + 1)
         flush_buffer(len(samples))
     finally:
         bar.close()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
     return state
 
 
-def _ordered(pool, tasks, depth):
-    """Submit tasks with at most ``depth`` in flight; yield ``(key, result)`` in task order."""
-    inflight = deque()
-    for key, task in tasks:
-        inflight.append((key, pool.submit(load_sample, task)))
-        if len(inflight) >= depth:
-            k, future = inflight.popleft()
-            yield k, future.result()
-    while inflight:
-        k, future = inflight.popleft()
-        yield k, future.result()
-
-
 def _finish(store, state, samples, params, skipped):
-    """Shrink to the samples written, write the splits, then mark complete."""
+    """Shrink to the samples written (and T_max to the longest), write the splits, then mark complete."""
     n = state["written"]
     if n == 0:
-        raise GendataError("every input file failed; first failure: " + state["failed"][0]["reason"])
-    for name in RAW_ARRAYS:
-        if store[f"raw/{name}"].shape[0] != n:
-            store.resize(f"raw/{name}", n)
+        first = state["failed"][0]["reason"] if state["failed"] else "none recorded"
+        # Start over on the next run rather than stay stuck on an empty store.
+        state.update(next_file=0, failed=[], done_sha1=_fingerprint([]))
+        _save_state(store, state)
+        raise GendataError(f"every input file failed (first: {first}); fix the files and rerun")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr re-saves raw/name's metadata: "no Zarr V3 specification"
+        for name in RAW_ARRAYS:
+            if store[f"raw/{name}"].shape[0] != n:
+                store.resize(f"raw/{name}", n)
+    frames = np.asarray(store["raw/frames"][:n])
+    t_stored = max(1, int(frames.max()))
+    xyz = store["raw/xyz"]
+    if t_stored < xyz.shape[2]:  # the longest file failed in the write pass: T_max from what is stored
+        xyz.resize((xyz.shape[0], xyz.shape[1], t_stored) + tuple(xyz.shape[3:]))
+    state["t_max"] = t_stored
     names = store.names()
+    notes = []
     if params["input_format"] == "ntu":
         splits = ntu.benchmark_splits([ntu.parse_name(name) for name in names], params["dataset"])
     else:
@@ -458,17 +705,22 @@ def _finish(store, state, samples, params, skipped):
                 if by_name[name] is not None:
                     parts[by_name[name]].append(index)
             splits["custom"] = {part: np.asarray(v, dtype=np.int64) for part, v in parts.items()}
+        else:
+            notes.append(f"the labels table {params['labels']} has no split column, so the store has no "
+                         f"benchmark (splits/) and training needs one: add a split column (train or val on "
+                         f"every row) and rerun gendata with --overwrite")
+    if "splits" in store:  # an earlier, interrupted attempt
+        del store.root["splits"]
     for benchmark, parts in splits.items():
         for part, index in parts.items():
             store.create_array(f"splits/{benchmark}/{part}", index.shape, np.int64,
                                chunks=(max(1, min(len(index), 65536)),), overwrite=True)[:] = index
-    frames = np.asarray(store["raw/frames"][:])
     state.update(
         n_samples=int(n), dataset=params["dataset"],
         benchmarks={b: {p: int(len(v)) for p, v in parts.items()} for b, parts in splits.items()},
         frames_stats=dict(min=int(frames.min()), max=int(frames.max()), mean=float(frames.mean()),
                           median=float(np.median(frames)), over_300=int((frames > 300).sum())),
-        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        notes=notes, finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     _save_state(store, state)  # everything flushed ...
     state["complete"] = True

@@ -1,7 +1,9 @@
 """NTU RGB+D sample names, ids, benchmarks and the official missing-skeleton lists.
 
-Rules from METHOD.md §1.2: ids come from the name ``SsssCcccPpppRrrrAaaa``; the label is
-``action - 1``; files are taken in sorted name order; splits:
+Rules from METHOD.md §1.2: ids come from the name ``SsssCcccPpppRrrrAaaa`` (ASCII digits;
+every id is 1-based, so a 0 such as ``A000`` is refused rather than becoming label -1);
+the label is ``action - 1``; files are taken in sorted name order; only regular files
+are listed (a named pipe named like a sample is refused: reading it would block); splits:
 
 * ``ntu60-xsub`` / ``ntu120-xsub``: train = subject in :data:`XSUB60_TRAIN_SUBJECTS`
   (NTU-60) or :data:`XSUB120_TRAIN_SUBJECTS` (NTU-120, 53 subjects);
@@ -22,7 +24,9 @@ from typing import NamedTuple
 import numpy as np
 
 SKELETON_SUFFIX = ".skeleton"
-NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
+# [0-9], not \d: \d also matches other scripts' digits, which int() would accept.
+NAME_RE = re.compile(r"^S([0-9]{3})C([0-9]{3})P([0-9]{3})R([0-9]{3})A([0-9]{3})$")
+ID_NAMES = ("setup", "camera", "subject", "replication", "action")
 
 XSUB60_TRAIN_SUBJECTS = frozenset(
     (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38))
@@ -38,6 +42,10 @@ DATASET_BENCHMARKS = {
 }
 NTU60_MAX_SETUP = 17
 NTU60_MAX_ACTION = 60
+# NTU RGB+D 120 has 32 setups and 120 actions: a larger id cannot be one of its samples
+# (an action 121 would be label 120, outside a 120-class head).
+NTU120_MAX_SETUP = 32
+NTU120_MAX_ACTION = 120
 MISSING_LIST_FILES = {
     "ntu60": "NTU_RGBD_samples_with_missing_skeletons.txt",
     "ntu120": "NTU_RGBD120_samples_with_missing_skeletons.txt",
@@ -67,7 +75,8 @@ def parse_name(name) -> SampleId:
     """Parse a sample name or file name (``.skeleton`` and folders are stripped).
 
     Raises:
-        ValueError: the name is not ``SsssCcccPpppRrrrAaaa[.skeleton]``; the message quotes it.
+        ValueError: the name is not ``SsssCcccPpppRrrrAaaa[.skeleton]`` with ASCII digits,
+            or an id is 0 (all are 1-based); the message quotes the name.
     """
     stem = Path(str(name)).name
     if stem.endswith(SKELETON_SUFFIX):
@@ -75,7 +84,12 @@ def parse_name(name) -> SampleId:
     match = NAME_RE.match(stem)
     if not match:
         raise ValueError(f"{name!r} is not an NTU sample name (expected SsssCcccPpppRrrrAaaa.skeleton)")
-    return SampleId(*(int(g) for g in match.groups()))
+    sid = SampleId(*(int(g) for g in match.groups()))
+    for field, value in zip(ID_NAMES, sid):
+        if value == 0:
+            raise ValueError(f"{name!r}: {field} 0 is not an NTU id (ids are 1-based: "
+                             f"{field} 001 is the first)")
+    return sid
 
 
 def list_skeleton_files(folder) -> list[Path]:
@@ -83,8 +97,9 @@ def list_skeleton_files(folder) -> list[Path]:
 
     Raises:
         FileNotFoundError: ``folder`` does not exist or is not a folder.
-        ValueError: no ``.skeleton`` file in it, or a ``.skeleton`` file whose name is not
-            ``SsssCcccPpppRrrrAaaa.skeleton`` (the message names it).
+        ValueError: no ``.skeleton`` file in it, a ``.skeleton`` entry that is not a
+            regular file (a named pipe, a folder, a broken link), or one whose name is not
+            a valid ``SsssCcccPpppRrrrAaaa.skeleton`` (the message names it).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -93,7 +108,11 @@ def list_skeleton_files(folder) -> list[Path]:
     if not files:
         raise ValueError(f"no .skeleton files in {folder}")
     for path in files:
-        parse_name(path.name)
+        parse_name(str(path))
+        if not path.is_file():  # follows links; a FIFO would block the reader forever
+            kind = ("a named pipe (FIFO)" if path.is_fifo() else "a folder" if path.is_dir()
+                    else "a broken link" if path.is_symlink() and not path.exists() else "not a regular file")
+            raise ValueError(f"{path} is {kind}; only regular files are read: remove it or move it out of {folder}")
     return files
 
 
@@ -106,13 +125,17 @@ def infer_dataset(ids) -> str:
 
 
 def check_dataset(ids, dataset) -> None:
-    """Raise ValueError naming the first sample that does not belong to ``dataset``."""
+    """Raise ValueError naming the first sample that does not belong to ``dataset``.
+
+    NTU-60: setup <= 17 and action <= 60; NTU-120: setup <= 32 and action <= 120.
+    """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    if dataset == "ntu60":
-        for sid in ids:
-            if sid.setup > NTU60_MAX_SETUP or sid.action > NTU60_MAX_ACTION:
-                raise ValueError(f"{sid.name} is not in NTU-60 (setup <= 17, action <= 60); use --dataset ntu120")
+    for sid in ids:
+        if sid.setup > NTU120_MAX_SETUP or sid.action > NTU120_MAX_ACTION:
+            raise ValueError(f"{sid.name} is not an NTU RGB+D sample (setup <= 32, action <= 120 in NTU-120)")
+        if dataset == "ntu60" and (sid.setup > NTU60_MAX_SETUP or sid.action > NTU60_MAX_ACTION):
+            raise ValueError(f"{sid.name} is not in NTU-60 (setup <= 17, action <= 60); use --dataset ntu120")
 
 
 def missing_list_path(dataset) -> Path:
@@ -125,12 +148,19 @@ def read_ignore_list(path) -> list[str]:
 
     Raises:
         FileNotFoundError: no such file.
+        ValueError: not a regular file (a FIFO would block), or not UTF-8 text.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"ignore list {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"ignore list {path} is not a regular file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"ignore list {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     names = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line:
             names.append(line[: -len(SKELETON_SUFFIX)] if line.endswith(SKELETON_SUFFIX) else line)

@@ -8,8 +8,21 @@ are converted strictly; the other fields (used by nobody) are checked to hold on
 numeric characters (digits, ``+ - . e E``), so ``27x.4`` is caught but ``1.2.3`` is not.
 Every line must have its field count (frame count 1, body count 1, body line 10, joint
 count 1 and equal to 25, joint line 12), and the content must match the header.
+Values that would be stored wrongly are refused rather than passed on: an integer
+(count or body ID) beyond the int64 range (it would wrap) and an x, y or z that is not a
+finite float32 (``1e400`` overflows to inf, ``1e39`` overflows float32).
+
+No count from the file sizes an allocation before it is checked. The parser's records
+are bounded by the file's line count, and a frame or body count larger than the file
+holds ends in an "unexpected end of file" that names the line of the count.
+:func:`read_frame_count`, which reads the header alone, checks the count against the
+file's size: every frame needs at least a 2-byte body-count line, so the ``S`` bytes
+after the header line hold at most ``(S + 1) // 2`` frames.
 A violation raises :class:`SkeletonFormatError` naming the file, the 1-based line and
 what was expected.
+
+Only regular files are read (:func:`read_regular_file`): a named pipe or a device
+named like a sample is refused at once instead of blocking the reader forever.
 
 Body selection (two people at most, ``M = 2`` slots):
 
@@ -38,9 +51,16 @@ BODY_POLICIES = ("listed", "tracked")
 _POW10 = np.array([10.0 ** k for k in range(23)], dtype=np.float64)
 
 # Error codes of the kernel.
-_OK, _EOF, _FIELDS, _NONNUM, _JOINTS, _NEGATIVE, _TRAILING = 0, 1, 2, 3, 4, 5, 6
+_OK, _EOF, _FIELDS, _NONNUM, _JOINTS, _NEGATIVE, _TRAILING, _RANGE, _FRAMES, _NONFINITE = range(10)
 _WHAT = ("the frame count", "a body count", "a body line (10 fields)", "a joint count",
          "a joint line (12 fields)")
+# What an integer-led line holds, for "out of range" messages (index = the kernel's `what`).
+_INT_WHAT = ("frame count", "body count", "body ID", "joint count")
+_INT64_MAX = np.int64(2**63 - 1)
+# Largest finite float32: a coordinate beyond it would be stored as inf.
+_F32_MAX = float(np.finfo(np.float32).max)
+# Fewest bytes one frame can take: a one-digit body count and its line feed.
+MIN_FRAME_BYTES = 2
 
 
 class SkeletonFormatError(ValueError):
@@ -265,6 +285,8 @@ def _parse_number(data, i, n, pow10):
         exp10 += -ev if eneg else ev
     if not _at_token_end(data, i, n):
         return 0.0, i, False
+    if mant == 0:  # 0e400 is 0 (scaling by 10**400 = inf would give NaN)
+        return (-0.0 if neg else 0.0), i, True
     value = float(mant)
     if exp10 < 0:
         if exp10 >= -22:
@@ -281,20 +303,31 @@ def _parse_number(data, i, n, pow10):
 
 @njit(cache=True, nogil=True, inline="always")
 def _parse_int(data, i, n):
-    """Parse an optionally signed integer token (at most 19 digits); return (value, next index, ok)."""
+    """Parse an optionally signed integer token.
+
+    Returns (value, next index, status): status ``_OK``, ``_NONNUM`` (not an integer) or
+    ``_RANGE`` (beyond int64: it would wrap, so it is refused, never clipped).
+    """
     neg = False
     if i < n and (data[i] == 45 or data[i] == 43):
         neg = data[i] == 45
         i += 1
     v = np.int64(0)
     digits = 0
+    overflow = False
     while i < n and 48 <= data[i] <= 57:
-        v = v * 10 + (np.int64(data[i]) - 48)
+        d = np.int64(data[i]) - 48
+        if v > (_INT64_MAX - d) // 10:
+            overflow = True
+        else:
+            v = v * 10 + d
         digits += 1
         i += 1
-    if digits == 0 or digits > 19 or not _at_token_end(data, i, n):
-        return np.int64(0), i, False
-    return (-v if neg else v), i, True
+    if digits == 0 or not _at_token_end(data, i, n):
+        return np.int64(0), i, _NONNUM
+    if overflow:
+        return np.int64(0), i, _RANGE
+    return (-v if neg else v), i, _OK
 
 
 @njit(cache=True, nogil=True)
@@ -324,8 +357,8 @@ def _int_line(data, words, fast, pos, n, line, cls, pow10, expected_fields):
     s, line = _start_line(data, pos, n, line)
     if s < 0:
         return _EOF, 0, 0, 0, n, line + 1
-    value, i, ok = _parse_int(data, s, n)
-    if not ok:
+    value, i, status = _parse_int(data, s, n)
+    if status == _NONNUM:
         return _NONNUM, 0, 1, 0, n, line
     if fast:
         rest, bad, pos = _scan_rest_words(data, words, i, n)
@@ -335,6 +368,8 @@ def _int_line(data, words, fast, pos, n, line, cls, pow10, expected_fields):
         return _NONNUM, 0, _bad_field(data, s, n, pow10), 0, n, line
     if rest + 1 != expected_fields:
         return _FIELDS, 0, rest + 1, expected_fields, n, line
+    if status == _RANGE:
+        return _RANGE, 0, 0, 0, n, line
     return _OK, value, 0, 0, pos, line
 
 
@@ -342,9 +377,10 @@ def _int_line(data, words, fast, pos, n, line, cls, pow10, expected_fields):
 def _parse_kernel(data, words, fast, max_records, pow10, cls):
     """Tokenise a whole file.
 
-    Returns (status, line, a, b, n_frames, n_records, frame, slot, body_id, xyz);
-    on an error, ``status`` is an error code, ``line`` the 1-based line and ``a``/``b``
-    its details.
+    Returns (status, line, a, b, c, d, n_frames, n_records, frame, slot, body_id, xyz);
+    on an error, ``status`` is an error code, ``line`` the 1-based line and ``a``..``d``
+    its details (see :func:`_error_message`; for an integer-led line, ``b`` says which
+    line it was, an index into ``_WHAT``, except with ``_FIELDS``).
     """
     n = data.shape[0]
     frame = np.empty(max_records, dtype=np.int32)
@@ -355,74 +391,99 @@ def _parse_kernel(data, words, fast, max_records, pow10, cls):
 
     st, n_frames, a, b, pos, line = _int_line(data, words, fast, 0, n, 0, cls, pow10, 1)
     if st != _OK:
-        return st, line, a, 0, 0, 0, frame, slot, body_id, xyz
+        return st, line, a, b, 0, 0, 0, 0, frame, slot, body_id, xyz
     if n_frames < 0:
-        return _NEGATIVE, line, n_frames, 0, 0, 0, frame, slot, body_id, xyz
-
+        return _NEGATIVE, line, n_frames, 0, 0, 0, 0, 0, frame, slot, body_id, xyz
+    # No count sizes anything here: records are bounded by the line count (max_records)
+    # and a count larger than the file holds ends in _EOF, whose message names the count.
     for t in range(n_frames):
         st, n_bodies, a, b, pos, line = _int_line(data, words, fast, pos, n, line, cls, pow10, 1)
+        if st == _EOF:  # the header promised more frames than the file holds
+            return _EOF, line, 1, t, n_frames, 1, n_frames, rec, frame, slot, body_id, xyz
         if st != _OK:
-            return st, line, (1 if st == _EOF else a), (t if st == _EOF else b), n_frames, rec, frame, slot, body_id, xyz
+            return st, line, a, (b if st == _FIELDS else 1), 0, 0, n_frames, rec, frame, slot, body_id, xyz
         if n_bodies < 0:
-            return _NEGATIVE, line, n_bodies, 0, n_frames, rec, frame, slot, body_id, xyz
+            return _NEGATIVE, line, n_bodies, 0, 0, 0, n_frames, rec, frame, slot, body_id, xyz
+        count_line = line
         for m in range(n_bodies):
             st, bid, a, b, pos, line = _int_line(data, words, fast, pos, n, line, cls, pow10, BODY_FIELDS)
+            if st == _EOF:
+                return _EOF, line, 2, t, n_bodies, count_line, n_frames, rec, frame, slot, body_id, xyz
             if st != _OK:
-                return st, line, (2 if st == _EOF else a), (t if st == _EOF else b), n_frames, rec, frame, slot, body_id, xyz
+                return st, line, a, (b if st == _FIELDS else 2), 0, 0, n_frames, rec, frame, slot, body_id, xyz
             st, n_joints, a, b, pos, line = _int_line(data, words, fast, pos, n, line, cls, pow10, 1)
+            if st == _EOF:
+                return _EOF, line, 3, t, n_bodies, count_line, n_frames, rec, frame, slot, body_id, xyz
             if st != _OK:
-                return st, line, (3 if st == _EOF else a), (t if st == _EOF else b), n_frames, rec, frame, slot, body_id, xyz
+                return st, line, a, (b if st == _FIELDS else 3), 0, 0, n_frames, rec, frame, slot, body_id, xyz
             if n_joints != NUM_JOINTS:
-                return _JOINTS, line, n_joints, NUM_JOINTS, n_frames, rec, frame, slot, body_id, xyz
+                return _JOINTS, line, n_joints, NUM_JOINTS, 0, 0, n_frames, rec, frame, slot, body_id, xyz
             if rec >= max_records:  # cannot happen: max_records bounds the line count
-                return _TRAILING, line, n_frames, 0, n_frames, rec, frame, slot, body_id, xyz
+                return _TRAILING, line, n_frames, 0, 0, 0, n_frames, rec, frame, slot, body_id, xyz
             frame[rec] = t
             slot[rec] = min(m, 127)
             body_id[rec] = bid
             for v in range(NUM_JOINTS):
                 s, line = _start_line(data, pos, n, line)
                 if s < 0:
-                    return _EOF, line + 1, 4, t, n_frames, rec, frame, slot, body_id, xyz
+                    return _EOF, line + 1, 4, t, n_bodies, count_line, n_frames, rec, frame, slot, body_id, xyz
                 i = s
                 for f in range(3):
                     if f:
                         while i < n and (data[i] == 32 or data[i] == 9):
                             i += 1
                         if i >= n or data[i] == 10 or data[i] == 13:
-                            return _FIELDS, line, f, JOINT_FIELDS, n_frames, rec, frame, slot, body_id, xyz
+                            return _FIELDS, line, f, JOINT_FIELDS, 0, 0, n_frames, rec, frame, slot, body_id, xyz
                     value, i, ok = _parse_number(data, i, n, pow10)
                     if not ok:
-                        return _NONNUM, line, f + 1, 0, n_frames, rec, frame, slot, body_id, xyz
-                    xyz[rec, v, f] = value
+                        return _NONNUM, line, f + 1, 4, 0, 0, n_frames, rec, frame, slot, body_id, xyz
+                    stored = np.float32(value)
+                    if not abs(stored) <= _F32_MAX:  # inf (1e400, 1e39) or NaN: never stored
+                        return _NONFINITE, line, f + 1, 0, 0, 0, n_frames, rec, frame, slot, body_id, xyz
+                    xyz[rec, v, f] = stored
                 if fast:
                     rest, bad, pos = _scan_rest_words(data, words, i, n)
                 else:
                     rest, bad, pos = _scan_rest(data, i, n, cls)
                 if bad:
-                    return _NONNUM, line, _bad_field(data, s, n, pow10), 0, n_frames, rec, frame, slot, body_id, xyz
+                    return (_NONNUM, line, _bad_field(data, s, n, pow10), 4, 0, 0, n_frames, rec, frame, slot,
+                            body_id, xyz)
                 if rest + 3 != JOINT_FIELDS:
-                    return _FIELDS, line, rest + 3, JOINT_FIELDS, n_frames, rec, frame, slot, body_id, xyz
+                    return _FIELDS, line, rest + 3, JOINT_FIELDS, 0, 0, n_frames, rec, frame, slot, body_id, xyz
             rec += 1
     s, line = _start_line(data, pos, n, line)
     if s >= 0:
-        return _TRAILING, line, n_frames, 0, n_frames, rec, frame, slot, body_id, xyz
-    return _OK, 0, 0, 0, n_frames, rec, frame, slot, body_id, xyz
+        return _TRAILING, line, n_frames, 0, 0, 0, n_frames, rec, frame, slot, body_id, xyz
+    return _OK, 0, 0, 0, 0, 0, n_frames, rec, frame, slot, body_id, xyz
 
 
-def _error_message(code, a, b):
+def _error_message(code, a, b, c=0, d=0):
     if code == _EOF:
         what = _WHAT[a]
-        return f"unexpected end of file: expected {what}" + (f" in frame {b + 1}" if a else "")
+        if a == 0:
+            return f"unexpected end of file: expected {what}"
+        if a == 1:  # c frames promised by the header on line d
+            return (f"unexpected end of file: expected {what} in frame {b + 1} "
+                    f"(the header on line {d} says {c} frames, the file holds {b})")
+        return (f"unexpected end of file: expected {what} in frame {b + 1} "
+                f"(its body count on line {d} says {c} bod{'y' if c == 1 else 'ies'})")
     if code == _FIELDS:
         return f"expected {b} field{'s' if b > 1 else ''}, found {a}"
     if code == _NONNUM:
-        return f"field {a} is not a number"
+        return f"field {a} is not a number" + (f" (expected {_WHAT[b]})" if b < 4 and a == 1 else "")
     if code == _JOINTS:
         return f"joint count {a}, expected {b}"
     if code == _NEGATIVE:
         return f"negative count {a}"
     if code == _TRAILING:
         return f"content after the last frame (the header says {a} frames)"
+    if code == _RANGE:
+        return f"{_INT_WHAT[b]} out of range (larger than 2**63 - 1, the int64 limit; it would wrap)"
+    if code == _FRAMES:
+        return (f"frame count {a} is impossible: the {c} bytes after it hold at most {b} frames "
+                f"(each frame needs at least a {MIN_FRAME_BYTES}-byte body-count line)")
+    if code == _NONFINITE:
+        return f"field {a} ({'xyz'[a - 1]}) is not a finite float32 number (it overflows to inf or is NaN)"
     return f"parser error code {code}"
 
 
@@ -437,7 +498,9 @@ def parse_skeleton(data, path="<bytes>") -> Skeleton:
         :class:`Skeleton` with every body record.
 
     Raises:
-        SkeletonFormatError: malformed content (file, 1-based line, what was expected).
+        SkeletonFormatError: malformed content (file, 1-based line, what was expected),
+            including out-of-range integers, non-finite coordinates and a frame count the
+            file cannot hold.
     """
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     max_records = int(np.count_nonzero(buf == 10)) // (NUM_JOINTS + 2) + 1
@@ -446,37 +509,87 @@ def parse_skeleton(data, path="<bytes>") -> Skeleton:
     # Valid bytes only (the usual case): count fields 8 bytes at a time. Otherwise the
     # byte-by-byte scan finds the offending field and line.
     fast = bool(_all_valid(buf))
-    status, line, a, b, n_frames, n_rec, frame, slot, body_id, xyz = _parse_kernel(
+    status, line, a, b, c, d, n_frames, n_rec, frame, slot, body_id, xyz = _parse_kernel(
         buf, words, fast, max_records, _POW10, _CLASS)
     if status != _OK:
-        raise SkeletonFormatError(path, line, _error_message(status, a, b))
+        raise SkeletonFormatError(path, line, _error_message(status, a, b, c, d))
     return Skeleton(int(n_frames), frame[:n_rec].copy(), slot[:n_rec].copy(), body_id[:n_rec].copy(),
                     xyz[:n_rec].copy())
+
+
+def read_regular_file(path, what="file") -> bytes:
+    """The bytes of ``path``, refusing anything that is not a regular file.
+
+    A named pipe (FIFO) would block ``open`` forever and a device can be endless, so the
+    file is opened non-blocking and checked with ``fstat`` on the open descriptor (no
+    window between the check and the read); symbolic links to regular files are fine.
+
+    Raises:
+        OSError: the path does not exist or cannot be read, or it is not a regular file
+            (the message names it and what it is).
+    """
+    import os
+    import stat
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            raise OSError(f"{path}: {what} is {kind}; only regular files are read")
+        with os.fdopen(fd, "rb", closefd=True) as handle:
+            fd = None
+            return handle.read()
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def read_skeleton(path) -> Skeleton:
     """Read and parse one ``.skeleton`` file (see :func:`parse_skeleton`).
 
     Raises:
-        SkeletonFormatError: malformed content; OSError: unreadable file.
+        SkeletonFormatError: malformed content; OSError: unreadable or not a regular file.
     """
-    return parse_skeleton(Path(path).read_bytes(), path)
+    return parse_skeleton(read_regular_file(path), path)
 
 
 def read_frame_count(path) -> int:
     """The header frame count of a ``.skeleton`` file, reading only its first line.
 
+    The count is checked against the file's size (every frame needs at least a
+    :data:`MIN_FRAME_BYTES`-byte body-count line), so the value returned can size an
+    array without trusting a bogus header; the rest of the file is not checked.
+
     Raises:
-        SkeletonFormatError: an empty file or a first line that is not one integer.
+        SkeletonFormatError: an empty file, a first line that is not one non-negative
+            integer, or a count the file is too small to hold (line 1).
+        OSError: unreadable or not a regular file.
     """
-    with open(path, "rb") as handle:
+    import os
+    import stat
+
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block the open
+    with open(path, "rb", opener=lambda name, flags: os.open(name, flags | nonblocking)) as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path}: not a regular file; only regular files are read")
+        size = info.st_size
         head = handle.read(64)
     first = head.split(b"\n", 1)[0].strip()
     if not head.strip():
         raise SkeletonFormatError(path, 1, "unexpected end of file: expected the frame count")
     if not first.isdigit():
         raise SkeletonFormatError(path, 1, f"expected the frame count (one non-negative integer), found {first[:20]!r}")
-    return int(first)
+    count = int(first)
+    after = size - (head.index(b"\n") + 1 if b"\n" in head else len(head))
+    room = (after + 1) // MIN_FRAME_BYTES
+    if count > room:
+        raise SkeletonFormatError(path, 1, _error_message(_FRAMES, count, room, after))
+    return count
 
 
 def select_bodies(skeleton: Skeleton, policy="listed", max_bodies=2) -> np.ndarray:

@@ -210,12 +210,11 @@ def test_malformed_file_stops_resumably_or_is_skipped(tmp_path):
     result = _run("gendata", "--raw", raw, "--out", out, "--workers", 1, "--chunk-size", 2, "--no-progress")
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert f"{bad}:11: field 3 is not a number" in result.output
-    with open_store(out) as store:
-        state = store.attrs["gendata"]
-        assert state["complete"] is False and state["written"] == 2
-    bad.write_text("".join(lines))  # fixed: the same command continues
+    assert "nothing was written" in result.output
+    assert not out.exists()  # the check pass found it before the store was created
+    bad.write_text("".join(lines))  # fixed: the same command now runs through
     result = _run("gendata", "--raw", raw, "--out", out, "--workers", 1, "--chunk-size", 2, "--no-progress")
-    assert result.exit_code == 0 and "resuming" in result.output
+    assert result.exit_code == 0, result.output
     with open_store(out) as store:
         assert store.names() == sorted(good)
         np.testing.assert_array_equal(store["raw/xyz"][2], expected_listed(good["S001C001P003R001A001"]))

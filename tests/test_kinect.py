@@ -1,6 +1,8 @@
 """Kinect v2 CSV input: the reader on the real MIT captures, labels tables, gendata kinect-csv."""
 
 import csv
+import os
+import re
 
 import numpy as np
 import pytest
@@ -113,3 +115,71 @@ def test_gendata_kinect_without_split_writes_no_splits(tmp_path, kinect_dir):
     assert result.exit_code == 0, result.output
     with open_store(out) as store:
         assert store.benchmarks() == [] and store["raw/xyz"].shape == (2, 3, 172, 25, 2)
+
+
+def _capture(path, frames=3, seed=0):
+    """Write a crafted KinectReader capture: timestamp + 25 x (x, y, z, 2) per line."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for t in range(frames):
+        xyz = np.round(rng.normal(size=(25, 3)) + [0, 0, 2], 6)
+        lines.append(f"{1000 + 333333 * t}," + ",".join(f"{x!r},{y!r},{z!r},2" for x, y, z in xyz.tolist()) + ",")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_values_that_cannot_be_stored_are_refused(tmp_path):
+    path = _capture(tmp_path / "c.csv")
+    lines = path.read_text().splitlines(keepends=True)
+    for k, (token, message) in enumerate((("nan", "field 7 .*y of joint 2.* not a finite float32"),
+                                          ("inf", "field 7 .*not a finite"), ("1e400", "field 7 .*not a finite"),
+                                          ("-1e39", "field 7 .*not a finite"))):
+        fields = lines[1].split(",")
+        fields[6] = token  # y of joint 2
+        path.write_text("".join(lines[:1] + [",".join(fields)] + lines[2:]))
+        with pytest.raises(KinectFormatError, match=r"c.csv:2: " + message):
+            read_kinect_csv(path)
+    fields = lines[2].split(",")
+    fields[4] = "7"  # tracking state of joint 1
+    path.write_text("".join(lines[:2] + [",".join(fields)]))
+    with pytest.raises(KinectFormatError, match=r"c.csv:3: field 5 \(tracking state of joint 1\) is 7; expected 0, 1"):
+        read_kinect_csv(path)
+    path.write_text("".join(["99999999999999999999" + lines[0][lines[0].index(","):]] + lines[1:]))
+    with pytest.raises(KinectFormatError, match=r"c.csv:1: field 1 .*int64"):
+        read_kinect_csv(path)
+
+
+def test_one_capture_listed_twice_under_other_spellings_is_refused(tmp_path):
+    _capture(tmp_path / "clips" / "a.csv")
+    _capture(tmp_path / "clips" / "b.csv", seed=1)
+    (tmp_path / "alias.csv").symlink_to(tmp_path / "clips" / "a.csv")
+    table = tmp_path / "labels.csv"
+    for other in ("./clips/a.csv", "clips//a.csv", "alias.csv"):
+        table.write_text(f"file,label,split\nclips/a.csv,0,train\nclips/b.csv,1,train\n{other},0,val\n")
+        with pytest.raises(KinectFormatError, match=f"labels.csv:4: file '{re.escape(other)}' is the same file as "
+                                                    f"'clips/a.csv' on line 2"):
+            read_labels_csv(table)
+
+
+def test_non_ascii_names_and_encodings_of_the_table(tmp_path):
+    _capture(tmp_path / "Gest\u00e9.csv")
+    _capture(tmp_path / "plain.csv")
+    table = tmp_path / "labels.csv"
+    table.write_text("file,label\nplain.csv,0\nGest\u00e9.csv,1\n", encoding="utf-8")
+    with pytest.raises(KinectFormatError, match="labels.csv:3: file name 'Gest\u00e9.csv' is not ASCII"):
+        read_labels_csv(table)
+    table.write_bytes(b"file,label\nplain.csv,0\nGest\xe9.csv,1\n")  # Latin-1, not UTF-8
+    with pytest.raises(KinectFormatError, match="labels.csv:3: not UTF-8 text"):
+        read_labels_csv(table)
+    table.write_bytes("\ufefffile,label\nplain.csv,0\n".encode())  # a byte order mark, as Excel writes
+    assert [row.file for row in read_labels_csv(table)] == ["plain.csv"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_in_the_table_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "pipe.csv")
+    table = tmp_path / "labels.csv"
+    table.write_text("file,label\npipe.csv,0\n")
+    with pytest.raises(KinectFormatError, match=r"labels.csv:2: capture 'pipe.csv' .* is not a regular file"):
+        read_labels_csv(table)

@@ -1,5 +1,7 @@
 """NTU names, ids, dataset inference, missing lists and benchmark splits (METHOD.md §1.2)."""
 
+import os
+
 import pytest
 
 from ikem_data.ntu import (
@@ -93,4 +95,29 @@ def test_list_skeleton_files_errors(tmp_path):
     (tmp_path / "S001C001P001R001A001.skeleton").write_text("0\n")
     (tmp_path / "clip7.skeleton").write_text("0\n")
     with pytest.raises(ValueError, match="clip7.skeleton"):
+        list_skeleton_files(tmp_path)
+
+
+def test_ids_are_one_based_and_ascii():
+    for bad, field in (("S001C001P001R001A000", "action"), ("S000C001P001R001A001", "setup"),
+                       ("S001C000P001R001A001", "camera"), ("S001C001P000R001A001", "subject"),
+                       ("S001C001P001R000A001", "replication")):
+        with pytest.raises(ValueError, match=f"{bad}.*{field} 0 is not an NTU id"):
+            parse_name(bad + ".skeleton")
+    with pytest.raises(ValueError, match="SsssCcccPpppRrrrAaaa"):  # Arabic-Indic digits: int() would take them
+        parse_name("S\u0660\u0660\u0661C001P001R001A001")
+
+
+def test_ids_beyond_ntu120_are_refused():
+    with pytest.raises(ValueError, match="S001C001P001R001A121 is not an NTU RGB\\+D sample"):
+        check_dataset([parse_name("S001C001P001R001A121")], "ntu120")
+    with pytest.raises(ValueError, match="S033C001P001R001A001"):
+        check_dataset([parse_name("S033C001P001R001A001")], "ntu120")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_list_skeleton_files_refuses_entries_that_are_not_regular_files(tmp_path):
+    (tmp_path / "S001C001P001R001A001.skeleton").write_text("0\n")
+    os.mkfifo(tmp_path / "S001C001P001R001A002.skeleton")
+    with pytest.raises(ValueError, match="S001C001P001R001A002.skeleton is a named pipe .*only regular files"):
         list_skeleton_files(tmp_path)

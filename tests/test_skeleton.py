@@ -1,5 +1,9 @@
 """The byte-level `.skeleton` parser against real NTU files and crafted ones."""
 
+import contextlib
+import os
+import signal
+
 import numpy as np
 import pytest
 from ntu_reader import read_xyz
@@ -193,3 +197,62 @@ def test_random_numbers_equal_python_float():
     got = parse_skeleton(("\n".join(text) + "\n").encode()).xyz.reshape(-1, 3)
     want = np.array([[float(x) for x in row] for row in rows[: 25 * frames]]).astype(np.float32)
     np.testing.assert_array_equal(got, want)
+
+
+def _one_body(body_id="72057594037931101", xyz="0.1 0.2 3.0", frames=1):
+    body = f"{body_id} 0 1 1 1 1 0 0.1 0.2 2\n25\n" + f"{xyz} 0 0 0 0 0 0 0 0 2\n" * 25
+    return f"{frames}\n" + ("1\n" + body) * frames
+
+
+def test_values_that_cannot_be_stored_are_refused_with_their_line():
+    for xyz, field in (("1e400 0.2 3.0", 1), ("0.1 -1e39 3.0", 2), ("0.1 0.2 1e99999", 3)):
+        err = _malformed(_one_body(xyz=xyz))
+        assert err.line == 5 and f"field {field} ({'xyz'[field - 1]}) is not a finite float32" in str(err)
+    for body_id in ("9223372036854775808", "99999999999999999999", "18446744073709551616"):
+        err = _malformed(_one_body(body_id=body_id))  # would wrap in int64
+        assert err.line == 3 and "body ID out of range" in str(err)
+    err = _malformed("10000000000000000000\n" + _one_body().split("\n", 1)[1])
+    assert err.line == 1 and "frame count out of range" in str(err)
+    edge = parse_skeleton(_one_body(body_id="9223372036854775807", xyz="0e400 -0e999 3.4028234e38").encode())
+    assert edge.body_id.tolist() == [2**63 - 1]  # the largest int64 still fits
+    assert edge.xyz[0, 0].tolist() == [0.0, 0.0, float(np.float32(3.4028234e38))]  # 0e400 is 0, not NaN
+
+
+def test_counts_larger_than_the_file_are_clear_errors(tmp_path):
+    body = _one_body().split("\n", 1)[1]
+    err = _malformed("1000000000\n" + body)  # ends at the first missing frame, naming the header
+    assert err.line == 30 and "the header on line 1 says 1000000000 frames, the file holds 1" in str(err)
+    err = _malformed("1\n1000000000\n" + body.split("\n", 1)[1])
+    assert err.line == 30 and "its body count on line 2 says 1000000000 bodies" in str(err)
+    path = tmp_path / "S001C001P001R001A001.skeleton"
+    for header in ("1000000000", "10000000000000000000"):  # a header alone must not size anything
+        path.write_text(f"{header}\n" + body)
+        with pytest.raises(SkeletonFormatError, match=r"skeleton:1: frame count \d+ is impossible") as info:
+            read_frame_count(path)
+        assert info.value.line == 1
+    path.write_text("0\n\n")
+    assert read_frame_count(path) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "S001C001P001R001A001.skeleton"
+    os.mkfifo(fifo)
+    with _alarm(20):  # without a writer, opening a FIFO blocks forever
+        for read in (read_skeleton, read_frame_count):
+            with pytest.raises(OSError, match="regular file"):
+                read(fifo)
+
+
+@contextlib.contextmanager
+def _alarm(seconds):
+    def hang(*_):
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
