@@ -36,7 +36,6 @@ Body selection (two people at most, ``M = 2`` slots):
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np

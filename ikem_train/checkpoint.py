@@ -148,7 +148,7 @@ def load_checkpoint(path, kind=None, map_location="cpu") -> dict:
                 f"refused to load {path}: it holds objects a safe load does not allow ({', '.join(unsafe)}); "
                 "a file like this can run code when loaded, so ikem never loads it. Use checkpoints written by ikem"
             ) from None
-        # (torch's own text for a refused unpickle suggests weights_only=False: never shown)
+        # (torch's own text for a refused unpickle advises an unsafe load: never shown)
         detail = "" if isinstance(exc, pickle.UnpicklingError) else f" ({type(exc).__name__}: {exc})"
         raise CheckpointError(f"cannot read checkpoint {path}: not a torch checkpoint, or a truncated one{detail}"
                               ) from None

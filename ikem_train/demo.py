@@ -120,12 +120,12 @@ def _one_seed(store, runs, settings, seed, seeds, echo) -> dict:
     teacher = step("teacher pretraining, six modalities", jobs.pretrain, runs / "teacher")
     student = step("distillation into three students", jobs.distill, runs / "student", teacher=teacher["checkpoint"])
     supervised = step("supervised training from scratch, three streams", jobs.finetune, runs / "supervised",
-                      from_scratch=True, modalities=list(STUDENT_MODALITIES))
+                      from_scratch=True, modalities=list(STUDENT_MODALITIES))["run"]
     sources = {"random-6": {"random_init": True, "modalities": list(MODALITIES)},
                "teacher": {"checkpoint": teacher["checkpoint"]},
                "random-3": {"random_init": True, "modalities": list(STUDENT_MODALITIES)},
                "student": {"checkpoint": student["checkpoint"]},
-               "supervised": {"checkpoint": str(runs / "supervised" / "last.pt")}}
+               "supervised": {"checkpoint": str(Path(supervised) / "last.pt")}}
     return {row: step(f"linear and KNN evaluation of {row}", jobs.frozen_evaluation,
                       {protocol: runs / f"{protocol}-{row}" for protocol in jobs.PROTOCOLS}, **source)
             for row, source in sources.items()}

@@ -1,6 +1,14 @@
-"""Write crafted `.skeleton` files for tests (the layout of METHOD.md §1.1)."""
+"""Write crafted `.skeleton` files for tests (the layout of METHOD.md §1.1), and what the
+gendata tests share: the raw arrays of a store, their comparison, a time limit."""
+
+import contextlib
+import signal
 
 import numpy as np
+
+from ikem_data.store import open_store
+
+RAW = ("xyz", "frames", "bodies", "label", "setup", "camera", "subject", "replication", "name")
 
 
 def skeleton_text(frames, header=None, newline="\n"):
@@ -43,3 +51,37 @@ def expected_listed(frames, max_bodies=2):
         for m, (_, xyz) in enumerate(bodies[:max_bodies]):
             out[:, t, :, m] = np.asarray(xyz, dtype=np.float64).T
     return out.astype(np.float32)
+
+
+def store_arrays(path):
+    """Every ``raw/`` array and split of a complete store, by name."""
+    with open_store(path) as store:
+        assert store.attrs["gendata"]["complete"] is True
+        out = {name: np.asarray(store[f"raw/{name}"][:]) for name in RAW}
+        for bench in store.benchmarks():
+            for part in ("train", "val"):
+                out[f"{bench}/{part}"] = store.split(bench, part)
+        return out
+
+
+def assert_same_arrays(a, b):
+    """Two :func:`store_arrays` results hold the same names, dtypes and values."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@contextlib.contextmanager
+def alarm(seconds):
+    """Raise TimeoutError in the block after ``seconds`` (a test that would hang fails instead)."""
+    def hang(*_):
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from ntu_reader import read_batch, read_xyz
-from skeleton_files import expected_listed, random_frames, skeleton_text
+from skeleton_files import assert_same_arrays, expected_listed, random_frames, skeleton_text, store_arrays
 
 from ikem_cli.data import main as cli
 from ikem_data.gendata import GendataError, gendata
 from ikem_data.ntu import XSUB60_TRAIN_SUBJECTS, parse_name
 from ikem_data.store import open_store
 
-RAW = ("xyz", "frames", "bodies", "label", "setup", "camera", "subject", "replication", "name")
 
 
 def _run(*args):
@@ -21,20 +20,8 @@ def _run(*args):
     return result
 
 
-def _arrays(path):
-    with open_store(path) as store:
-        out = {name: np.asarray(store[f"raw/{name}"][:]) for name in RAW}
-        for bench in store.benchmarks():
-            for part in ("train", "val"):
-                out[f"{bench}/{part}"] = store.split(bench, part)
-        return out
 
 
-def _assert_same(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert a[key].dtype == b[key].dtype, key
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +58,7 @@ def test_real_store_content(real_zarr, ntu_dir):
 def test_zarr_and_hdf5_equal(real_zarr, ntu_dir, tmp_path):
     h5 = tmp_path / "ntu60.h5"
     gendata(ntu_dir, h5, workers=1, chunk_size=4, progress=False, log=lambda m: None)
-    _assert_same(_arrays(real_zarr), _arrays(h5))
+    assert_same_arrays(store_arrays(real_zarr), store_arrays(h5))
     with open_store(h5) as store:
         assert store.kind == "hdf5" and store.attrs["gendata"]["complete"] is True
 
@@ -105,7 +92,7 @@ def test_interrupted_run_resumes_to_the_same_store(ntu_dir, real_zarr, tmp_path)
     result = _run("gendata", "--raw", ntu_dir, "--out", out, "--workers", 1, "--chunk-size", 4, "--no-progress")
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output
-    _assert_same(_arrays(out), _arrays(real_zarr))
+    assert_same_arrays(store_arrays(out), store_arrays(real_zarr))
     stamp = (out / "zarr.json").stat().st_mtime_ns
     result = _run("gendata", "--raw", ntu_dir, "--out", out, "--workers", 1, "--chunk-size", 4, "--no-progress")
     assert result.exit_code == 0 and "already complete" in result.output
@@ -318,7 +305,7 @@ def test_sigint_leaves_a_resumable_store(ntu_dir, real_zarr, tmp_path):
         assert state["complete"] is False and state["written"] in (4, 8)
     result = _run("gendata", "--raw", raw, "--out", out, "--workers", 1, "--chunk-size", 1, "--no-progress")
     assert result.exit_code == 0 and "resuming" in result.output, result.output
-    a, b = _arrays(out), _arrays(real_zarr)
+    a, b = store_arrays(out), store_arrays(real_zarr)
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)

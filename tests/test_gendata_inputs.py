@@ -1,15 +1,13 @@
 """`ikem-data gendata` on input that must not size the store or pass into it: bogus counts,
 values that cannot be stored, ids that do not exist, pipes, names the store cannot hold."""
 
-import contextlib
 import os
 import re
-import signal
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from skeleton_files import expected_listed, random_frames, skeleton_text
+from skeleton_files import alarm, expected_listed, random_frames, skeleton_text
 
 from ikem_cli.data import main as cli
 from ikem_data.gendata import GendataError, gendata
@@ -100,18 +98,6 @@ def test_an_id_0_in_a_file_name_is_refused_before_anything_is_written(tmp_path, 
     assert not out.exists()
 
 
-@contextlib.contextmanager
-def _alarm(seconds):
-    def hang(*_):
-        raise TimeoutError(f"still blocked after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
@@ -120,7 +106,7 @@ def test_a_named_pipe_named_like_a_sample_is_refused_not_waited_on(tmp_path):
     fifo = raw / "S001C001P009R001A001.skeleton"
     os.mkfifo(fifo)
     out = tmp_path / "o.zarr"
-    with _alarm(20):  # the reader used to block on it forever
+    with alarm(20):  # the reader used to block on it forever
         result = CliRunner().invoke(cli, ["gendata", "--raw", str(raw), "--out", str(out), "--workers", "1"])
     assert result.exit_code != 0 and "Traceback" not in result.output, result.output
     assert f"{fifo} is a named pipe (FIFO); only regular files are read" in result.output

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from skeleton_files import expected_listed, random_frames, skeleton_text
+from skeleton_files import assert_same_arrays, expected_listed, random_frames, skeleton_text, store_arrays
 
 import ikem_data.gendata as gendata_module
 from ikem_cli.data import main as cli
@@ -22,7 +22,6 @@ from ikem_data.gendata import GendataError, gendata
 from ikem_data.store import Attributes, Store, open_store
 
 QUIET = dict(workers=1, progress=False, log=lambda m: None)
-RAW = ("xyz", "frames", "bodies", "label", "setup", "camera", "subject", "replication", "name")
 
 
 def _folder(root, frames=(3, 4, 9, 5)):
@@ -38,20 +37,8 @@ def _folder(root, frames=(3, 4, 9, 5)):
     return raw, good
 
 
-def _arrays(path):
-    with open_store(path) as store:
-        assert store.attrs["gendata"]["complete"] is True
-        out = {name: np.asarray(store[f"raw/{name}"][:]) for name in RAW}
-        for bench in store.benchmarks():
-            for part in ("train", "val"):
-                out[f"{bench}/{part}"] = store.split(bench, part)
-        return out
 
 
-def _assert_same(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 class Killed(Exception):
@@ -66,7 +53,7 @@ def test_an_interruption_at_any_step_is_continued_by_the_same_command(tmp_path, 
     raw, _ = _folder(tmp_path, frames=(3, 4, 2))
     args = dict(chunk_size=1, write_chunks=1, **QUIET)
     gendata(raw, tmp_path / f"ref{suffix}", **args)
-    reference = _arrays(tmp_path / f"ref{suffix}")
+    reference = store_arrays(tmp_path / f"ref{suffix}")
     steps = {"count": 0, "at": None}
 
     def step(real):
@@ -99,10 +86,10 @@ def test_an_interruption_at_any_step_is_continued_by_the_same_command(tmp_path, 
         if out.exists():
             (shutil.copytree if out.is_dir() else shutil.copy)(out, twin)
         gendata(raw, out, **args)  # the same command again
-        _assert_same(_arrays(out), reference)
+        assert_same_arrays(store_arrays(out), reference)
         assert not list(tmp_path.glob("*ikem-partial*"))
         gendata(raw, twin, overwrite=True, **dict(args, chunk_size=2))  # or replaced with other arguments
-        _assert_same(_arrays(twin), reference)
+        assert_same_arrays(store_arrays(twin), reference)
     assert interrupted >= 15  # every step of creation, writes and finish was tried
 
 
@@ -111,7 +98,7 @@ def test_states_left_by_older_versions_or_a_kill_are_continued_or_replaced(tmp_p
 
     raw, _ = _folder(tmp_path, frames=(3, 4))
     gendata(raw, tmp_path / "ref.zarr", **QUIET)
-    reference = _arrays(tmp_path / "ref.zarr")
+    reference = store_arrays(tmp_path / "ref.zarr")
 
     blank = tmp_path / "blank.zarr"  # killed right after the group's first metadata write
     zarr.open_group(str(blank), mode="w", zarr_format=3)
@@ -123,14 +110,14 @@ def test_states_left_by_older_versions_or_a_kill_are_continued_or_replaced(tmp_p
     empty.write_bytes(b"")
     for out in (blank, half, bare, empty):
         gendata(raw, out, **QUIET)
-        _assert_same(_arrays(out), reference)
+        assert_same_arrays(store_arrays(out), reference)
 
     damaged = tmp_path / "damaged.h5"
     damaged.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(200))
     with pytest.raises(GendataError, match="damaged.h5 is a store that cannot be opened .*--overwrite"):
         gendata(raw, damaged, **QUIET)
     gendata(raw, damaged, overwrite=True, **QUIET)
-    _assert_same(_arrays(damaged), reference)
+    assert_same_arrays(store_arrays(damaged), reference)
 
     notes = tmp_path / "notes.zarr"  # a folder that is not ours stays refused, --overwrite or not
     notes.mkdir()

@@ -1,13 +1,11 @@
 """The byte-level `.skeleton` parser against real NTU files and crafted ones."""
 
-import contextlib
 import os
-import signal
 
 import numpy as np
 import pytest
 from ntu_reader import read_xyz
-from skeleton_files import expected_listed, random_frames, skeleton_text
+from skeleton_files import alarm, expected_listed, random_frames, skeleton_text
 
 from ikem_data.skeleton import (
     SkeletonFormatError,
@@ -238,21 +236,9 @@ def test_counts_larger_than_the_file_are_clear_errors(tmp_path):
 def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
     fifo = tmp_path / "S001C001P001R001A001.skeleton"
     os.mkfifo(fifo)
-    with _alarm(20):  # without a writer, opening a FIFO blocks forever
+    with alarm(20):  # without a writer, opening a FIFO blocks forever
         for read in (read_skeleton, read_frame_count):
             with pytest.raises(OSError, match="regular file"):
                 read(fifo)
 
 
-@contextlib.contextmanager
-def _alarm(seconds):
-    def hang(*_):
-        raise TimeoutError(f"still blocked after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
