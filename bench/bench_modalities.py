@@ -62,7 +62,10 @@ def baseline_one(x, frame, t_length=50):
     """
     import cv2
 
-    from ikem_data.bones import IKEM_BONE_PAIRS, ROTATION_AXIS_PAIRS
+    from ikem_data.layouts import get_layout
+
+    layout = get_layout("kinect_v2_25")
+    IKEM_BONE_PAIRS, ROTATION_AXIS_PAIRS = layout.bone_pairs["ikem"], layout.axis_pairs
 
     x = np.array(x)  # the reference copies the sample out of its memory-mapped array
     (abs(x[:, :, 0, :]).sum(axis=0).sum(axis=0) != 0) * 1.0  # and counts the persons

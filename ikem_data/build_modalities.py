@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ikem_data import __version__
+from ikem_data.layouts import store_layout
 from ikem_data.locks import exclusive
 from ikem_data.modalities import T_REF, compute_modalities
 from ikem_data.names import MODALITIES
@@ -82,18 +83,31 @@ def _array_names(store, prefix):
 
 
 def _check_raw(store):
+    """The store's :class:`~ikem_data.layouts.Layout`, once its raw data is found complete.
+
+    Raises:
+        StageError: missing raw arrays, gendata not complete, a layout the modalities have
+            no table for, or raw arrays of the wrong shape.
+    """
     for name in ("raw/xyz", "raw/frames", "raw/name"):
         if name not in store:
             raise StageError(f"store {store.path} has no {name}; run `ikem-data gendata` first")
     if not store.is_complete("gendata"):
         raise StageError(f"store {store.path}: gendata is not complete (attrs['gendata']['complete'] "
                          f"is not true); finish `ikem-data gendata` first")
+    try:
+        layout = store_layout(store)
+    except ValueError as err:
+        raise StageError(f"{err}: the modalities cannot be computed for it") from None
     xyz = store["raw/xyz"]
-    if len(xyz.shape) != 5 or xyz.shape[1] != 3 or xyz.shape[3] != 25:
-        raise StageError(f"store {store.path}: raw/xyz has shape {tuple(xyz.shape)}, expected (N, 3, T, 25, M)")
+    v = layout.num_joints
+    if len(xyz.shape) != 5 or xyz.shape[1] != 3 or xyz.shape[3] != v:
+        raise StageError(f"store {store.path}: raw/xyz has shape {tuple(xyz.shape)}, expected (N, 3, T, {v}, M) "
+                         f"for layout {layout.name}")
     if store["raw/frames"].shape[0] != xyz.shape[0]:
         raise StageError(f"store {store.path}: raw/frames has {store['raw/frames'].shape[0]} entries "
                          f"for {xyz.shape[0]} samples")
+    return layout
 
 
 def copy_raw(source, out, overwrite=False, block=256):
@@ -196,7 +210,7 @@ def _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step
     from tqdm import tqdm
 
     with open_store(out, "r+") as store:
-        _check_raw(store)
+        layout = _check_raw(store)
         xyz = store["raw/xyz"]
         n, _, _, v, m = xyz.shape
         shape = (n, 3, params["t_length"], v, m)
@@ -231,7 +245,7 @@ def _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step
             store.attrs[STAGE] = attrs
             store.flush()  # an HDF5 store killed after this step reopens with its progress
 
-        _run_steps(store, params, done, n, chunk_size * max(1, step_chunks), workers, on_empty, record,
+        _run_steps(store, params, layout, done, n, chunk_size * max(1, step_chunks), workers, on_empty, record,
                    bar.update)
         bar.close()
         attrs.update(complete=True, done=n, seconds=round(time.time() - started, 3))
@@ -245,7 +259,7 @@ def _read(store, start, stop, block):
             np.asarray(store["raw/frames"][start:stop], dtype=np.int64))
 
 
-def _run_steps(store, params, done, n, step, workers, on_empty, record, advance):
+def _run_steps(store, params, layout, done, n, step, workers, on_empty, record, advance):
     """Samples ``done:n`` in steps of ``step``, as a pipeline of three overlapping parts:
     the next step is read (zarr decodes in its own threads) while this one runs through
     the kernels (numba threads, without the GIL) and the previous one is compressed and
@@ -274,7 +288,7 @@ def _run_steps(store, params, done, n, step, workers, on_empty, record, advance)
                 if k + 1 < len(starts):
                     reading = pool.submit(_read, store, stop, min(stop + step, n), blocks[(k + 1) % 2])
                 out = {name: buf[:stop - start] for name, buf in buffers[k % 2].items()}
-                lengths = _compute(store, params, start, block, frames, out, workers, on_empty)
+                lengths = _compute(store, params, layout, start, block, frames, out, workers, on_empty)
                 skipped = [store.names(start + int(i), start + int(i) + 1)[0] for i in np.flatnonzero(lengths == 0)]
                 previous, pending = pending, None
                 _finish(previous, record, advance)
@@ -295,7 +309,7 @@ def _finish(pending, record, advance):
         advance(stop - start)
 
 
-def _compute(store, params, start, block, frames, out, workers, on_empty):
+def _compute(store, params, layout, start, block, frames, out, workers, on_empty):
     """Preprocess and the six modalities of one step into ``out``; valid lengths back.
 
     Raises:
@@ -303,10 +317,10 @@ def _compute(store, params, start, block, frames, out, workers, on_empty):
     """
     try:
         _, lengths = preprocess(block, params["t_length"], params["rotation_sign"], workers=workers,
-                                on_empty=on_empty, out=out["joint"])
+                                on_empty=on_empty, out=out["joint"], layout=layout)
         frames[lengths == 0] = 1  # all-zero output either way; keeps tau finite
         compute_modalities(out["joint"], frames, MODALITIES, params["bone_pairs"], params["true_timeline"],
-                           workers=workers, out=out)
+                           workers=workers, out=out, layout=layout)
     except SampleError as exc:
         name = store.names(start + exc.index, start + exc.index + 1)[0]
         raise StageError(f"store {store.path}: sample {name} (index {start + exc.index}): {exc.reason}") from None

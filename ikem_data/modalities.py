@@ -1,6 +1,7 @@
 """The six IKEM modalities with numba kernels (METHOD.md §3).
 
-From preprocessed joint sequences ``X`` (N, 3, T, 25, M) float32 metres:
+From preprocessed joint sequences ``X`` (N, 3, T, V, M) float32 metres (joint numbers
+below are the Kinect v2 layout's; every joint index comes from :mod:`ikem_data.layouts`):
 
 - ``joint`` = X (§3.1);
 - ``motion`` = tau (X[t+1] - X[t]), zero at T-1 (§3.2);
@@ -30,8 +31,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ikem_data.bones import BONE_PAIRS, ROTATION_AXIS_PAIRS, SHOULDER_LEFT, SHOULDER_RIGHT, \
-    SPINE_MID, SPINE_SHOULDER
+from ikem_data.layouts import NORMAL_ROOT_BONE_SETS, get_layout
 from ikem_data.names import MODALITIES, resolve_modalities
 from ikem_data.preprocess import SampleError, _Threads, all_finite
 
@@ -112,23 +112,23 @@ def _differences(x, k, out, frame, zero_frames):
 
 
 @njit(cache=True, error_model="numpy")
-def _bones(x, src, root_normal, n_m, out):
-    """out[:, i] = x[:, i] - x[:, parent]; the torso normal at joint 21 (§3.4)."""
+def _bones(x, src, normal, n_m, out):
+    """out[:, i] = x[:, i] - x[:, parent]; with ``normal`` = (mid, left, right, centre)
+    joints, the torso normal at the centre joint (§3.4); an empty ``normal``: none."""
     frame = src.shape[0]
     for c in range(3):
         for base in range(0, x.shape[1], frame):
             for j in range(frame):
                 out[c, base + j] = x[c, base + j] - x[c, np.uint64(base) + src[j]]
-    if not root_normal:
+    if normal.shape[0] == 0:
         return
     for base in range(0, x.shape[1], frame):
         for m in range(n_m):
-            mid, right, left = base + SPINE_MID * n_m + m, base + SHOULDER_RIGHT * n_m + m, \
-                base + SHOULDER_LEFT * n_m + m
+            mid, right, left = base + normal[0] * n_m + m, base + normal[2] * n_m + m, base + normal[1] * n_m + m
             x0, x1, x2 = _cross(x[0, mid] - x[0, right], x[1, mid] - x[1, right], x[2, mid] - x[2, right],
                                 x[0, left] - x[0, right], x[1, left] - x[1, right], x[2, left] - x[2, right])
             d = max(_norm(x0, x1, x2), _EPS)
-            root = base + SPINE_SHOULDER * n_m + m
+            root = base + normal[3] * n_m + m
             out[0, root] = x0 / d
             out[1, root] = x1 / d
             out[2, root] = x2 / d
@@ -153,8 +153,8 @@ def _axes(b, parent, out):
 
 
 @njit(cache=True, error_model="numpy")
-def _angular_velocity(b, parent, r, k, frame, n_m, out):
-    """tau (theta[t+1] - theta[t]) normalize(R)[t]; zero at T-1 and joint 21 (§3.6).
+def _angular_velocity(b, parent, r, k, frame, n_m, center, out):
+    """tau (theta[t+1] - theta[t]) normalize(R)[t]; zero at T-1 and at the centre joint (§3.6).
     ``parent`` holds each bone's parent bone (:func:`_gather`)."""
     size = b.shape[1]
     unit = np.empty((3, size), dtype=np.float32)
@@ -182,18 +182,19 @@ def _angular_velocity(b, parent, r, k, frame, n_m, out):
             out[c, i] = _ZERO
         for base in range(0, size, frame):
             for m in range(n_m):
-                out[c, base + SPINE_SHOULDER * n_m + m] = _ZERO
+                out[c, base + center * n_m + m] = _ZERO
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def _modalities_kernel(joint, tau, bone_src, root_normal, axis_src, want,
+def _modalities_kernel(joint, tau, bone_src, normal, axis_src, center, want,
                        motion, accel, bone_out, axis_out, omega_out, finite):
     """All derived modalities of every sample, in parallel over samples.
 
     Each sample is handled as flat (3, T*V*M) arrays: element i = (t*V + v)*M + m, so
     frame t+1 is i + V*M. ``bone_src[j]`` / ``axis_src[j]`` give, for element j = v*M + m
     of a frame, the element of the parent joint u of the same body. ``want`` =
-    (motion, acceleration, bone, rotation_axis, angular_velocity) flags; an output not
+    (motion, acceleration, bone, rotation_axis, angular_velocity) flags; ``normal`` and
+    ``center`` are the layout's torso-normal and centre joints (see :func:`_bones`); an output not
     wanted may be a dummy array and is never touched; a wanted one is written in full.
     ``finite[n]`` is set False (and nothing computed) for a sample with NaN/inf.
     """
@@ -214,7 +215,7 @@ def _modalities_kernel(joint, tau, bone_src, root_normal, axis_src, want,
         if not (want[2] or want[3] or want[4]):
             continue
         b = bone_out[n].reshape(3, size) if want[2] else np.empty((3, size), dtype=np.float32)
-        _bones(x, bone_src, root_normal, n_m, b)
+        _bones(x, bone_src, normal, n_m, b)
         if not (want[3] or want[4]):
             continue
         r = axis_out[n].reshape(3, size) if want[3] else np.empty((3, size), dtype=np.float32)
@@ -222,7 +223,7 @@ def _modalities_kernel(joint, tau, bone_src, root_normal, axis_src, want,
         _gather(b, axis_src, parent)
         _axes(b, parent, r)
         if want[4]:
-            _angular_velocity(b, parent, r, k, frame, n_m, omega_out[n].reshape(3, size))
+            _angular_velocity(b, parent, r, k, frame, n_m, center, omega_out[n].reshape(3, size))
 
 
 def _frame_sources(pairs, n_m):
@@ -263,11 +264,11 @@ def time_scale(frames, n, true_timeline=True, t_ref=T_REF):
 
 
 def compute_modalities(joint, frames, names=MODALITIES, bone_pairs="ikem", true_timeline=True,
-                       t_ref=T_REF, workers=None, out=None):
+                       t_ref=T_REF, workers=None, out=None, layout=None):
     """Compute modalities of preprocessed joint sequences (METHOD.md §3).
 
     Args:
-        joint: (N, 3, T, 25, M) float32 preprocessed positions in metres (T >= 3).
+        joint: (N, 3, T, V, M) float32 preprocessed positions in metres (T >= 3).
         frames: (N,) header frame counts f: ``tau = t_ref / f``. Ignored (may be None)
             when ``true_timeline`` is False.
         names: modality names or a spec for :func:`ikem_data.names.resolve_modalities`
@@ -282,34 +283,38 @@ def compute_modalities(joint, frames, names=MODALITIES, bone_pairs="ikem", true_
         out: optional dict name -> C-contiguous float32 array of joint's shape to write
             into instead of new arrays (reused buffers for chunked stores). ``out["joint"]``
             may be ``joint`` itself; then it is not copied.
+        layout: skeleton layout name or :class:`~ikem_data.layouts.Layout` (None: Kinect
+            v2): its bone and rotation-axis pairs, torso and centre joints.
 
     Returns:
-        dict name -> (N, 3, T, 25, M) float32, in the order of ``names``. ``joint`` is a
+        dict name -> (N, 3, T, V, M) float32, in the order of ``names``. ``joint`` is a
         float32 copy of the input (or ``out["joint"]``).
 
     Raises:
-        ValueError: bad shape, T < 3, an unknown modality or ``bone_pairs``, an ``out``
-            array of the wrong shape, dtype or layout.
+        ValueError: bad shape, T < 3, an unknown modality, ``bone_pairs`` or layout, an
+            ``out`` array of the wrong shape, dtype or memory layout.
         SampleError: (a ValueError with ``.index``) NaN/inf in a sample's joints or a
             frame count that is not positive.
     """
     names = resolve_modalities(names)
-    if bone_pairs not in BONE_PAIRS:
-        raise ValueError(f"unknown bone_pairs {bone_pairs!r}; valid: {', '.join(BONE_PAIRS)}")
+    layout = get_layout(layout)
+    pairs = layout.bones(bone_pairs)
     joint = np.ascontiguousarray(joint, dtype=np.float32)
-    if joint.ndim != 5 or joint.shape[1] != 3 or joint.shape[3] != 25:
-        raise ValueError(f"expected joint of shape (N, 3, T, 25, M), got {joint.shape}")
+    v = layout.num_joints
+    if joint.ndim != 5 or joint.shape[1] != 3 or joint.shape[3] != v:
+        raise ValueError(f"expected joint of shape (N, 3, T, {v}, M) for layout {layout.name}, got {joint.shape}")
     if joint.shape[2] < 3:
         raise ValueError(f"need at least 3 frames (acceleration), got T = {joint.shape[2]}")
     n, n_m = joint.shape[0], joint.shape[4]
     tau = time_scale(frames, n, true_timeline, t_ref)
     outputs = {name: _output(out, name, joint.shape) for name in names}
     order = ("motion", "acceleration", "bone", "rotation_axis", "angular_velocity")
-    dummy = np.empty((1, 3, 1, 25, 1), dtype=np.float32)
+    dummy = np.empty((1, 3, 1, v, 1), dtype=np.float32)
     finite = np.ones(n, dtype=np.bool_)
+    normal = np.array([*layout.torso, layout.center] if bone_pairs in NORMAL_ROOT_BONE_SETS else [], dtype=np.int64)
     with _Threads(workers):
-        _modalities_kernel(joint, tau, _frame_sources(BONE_PAIRS[bone_pairs], n_m), bone_pairs == "ikem",
-                           _frame_sources(ROTATION_AXIS_PAIRS, n_m),
+        _modalities_kernel(joint, tau, _frame_sources(pairs, n_m), normal, _frame_sources(layout.axis_pairs, n_m),
+                           layout.center,
                            np.array([name in names for name in order], dtype=np.bool_),
                            *[outputs.get(name, dummy) for name in order], finite)
     if not finite.all():

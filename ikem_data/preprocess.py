@@ -1,6 +1,7 @@
 """IKEM preprocessing of raw NTU skeletons: valid length, centring, resize, y-alignment.
 
-Pure-array functions over ``(N, 3, T, 25, M)`` float32 camera-space metres; the store
+Pure-array functions over ``(N, 3, T, V, M)`` float32 camera-space metres (V = 25 joints
+in the Kinect v2 layout; the joints used come from :mod:`ikem_data.layouts`); the store
 stage (:mod:`ikem_data.build_modalities`) runs them chunk by chunk. Source:
 ``METHOD.md §2`` (steps 2 to 6) and ``§11`` items 7 and 8.
 
@@ -19,7 +20,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ikem_data.bones import SHOULDER_LEFT, SHOULDER_RIGHT, SPINE_SHOULDER
+from ikem_data.layouts import get_layout
 
 ROTATION_SIGNS = ("sequence", "per_frame")
 
@@ -132,30 +133,32 @@ def all_finite(a):
 
 
 @njit(cache=True, error_model="numpy")
-def _valid_length_one(xyz, n):
+def _valid_length_one(xyz, n, base):
     count = 0
     for t in range(xyz.shape[2]):
-        s = abs(xyz[n, 0, t, 0, 0]) + abs(xyz[n, 1, t, 0, 0]) + abs(xyz[n, 2, t, 0, 0])
+        s = abs(xyz[n, 0, t, base, 0]) + abs(xyz[n, 1, t, base, 0]) + abs(xyz[n, 2, t, base, 0])
         if s != 0:
             count += 1
     return count
 
 
 @njit(parallel=True, cache=True)
-def _valid_length_kernel(xyz, out):
+def _valid_length_kernel(xyz, base, out):
     for n in prange(xyz.shape[0]):
-        out[n] = _valid_length_one(xyz, n)
+        out[n] = _valid_length_one(xyz, n, base)
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def _preprocess_kernel(xyz, t_out, align, per_frame_sign, joint, lengths, status):
-    """Steps 2-5 of METHOD.md §2 for every sample, in parallel over samples."""
+def _preprocess_kernel(xyz, t_out, align, per_frame_sign, base, center, left, right, joint, lengths, status):
+    """Steps 2-5 of METHOD.md §2 for every sample, in parallel over samples (joint indices
+    from the layout: ``base`` decides valid frames, ``center`` centres each body, the
+    shoulders ``left`` and ``right`` align it)."""
     n_samples, n_c, t_max, n_v, n_m = xyz.shape
     for n in prange(n_samples):
         # The finite check streams the whole sample through the cache once; the valid
         # length and the resize then read it from there.
         finite = all_finite(xyz[n].reshape(n_c * t_max * n_v * n_m))
-        length = _valid_length_one(xyz, n)
+        length = _valid_length_one(xyz, n, base)
         lengths[n] = length
         status[n] = STATUS_NONFINITE if not finite else STATUS_OK if length else STATUS_EMPTY
         if status[n] != STATUS_OK:
@@ -189,15 +192,15 @@ def _preprocess_kernel(xyz, t_out, align, per_frame_sign, joint, lengths, status
                     r0 = row0[i]
                     r1 = row1[i]
                     for v in range(n_v):
-                        s0 = xyz[n, c, r0, v, m] - xyz[n, c, r0, SPINE_SHOULDER, m]
-                        s1 = xyz[n, c, r1, v, m] - xyz[n, c, r1, SPINE_SHOULDER, m]
+                        s0 = xyz[n, c, r0, v, m] - xyz[n, c, r0, center, m]
+                        s1 = xyz[n, c, r1, v, m] - xyz[n, c, r1, center, m]
                         joint[n, c, i, v, m] = s0 * beta0[i] + s1 * beta1[i]
             if not align:
                 continue
             # Per-frame y-axis alignment of the shoulder vector (angle in float32).
             for i in range(t_out):
-                sx = joint[n, 0, i, SHOULDER_RIGHT, m] - joint[n, 0, i, SHOULDER_LEFT, m]
-                sz = joint[n, 2, i, SHOULDER_RIGHT, m] - joint[n, 2, i, SHOULDER_LEFT, m]
+                sx = joint[n, 0, i, right, m] - joint[n, 0, i, left, m]
+                sz = joint[n, 2, i, right, m] - joint[n, 2, i, left, m]
                 vz[i] = sz
                 norm = np.sqrt((sx * sx + np.float32(0.0)) + sz * sz)
                 c_t = sx / (norm + _F32_EPS_NORM)
@@ -220,10 +223,11 @@ def _preprocess_kernel(xyz, t_out, align, per_frame_sign, joint, lengths, status
                     joint[n, 2, i, v, m] = np.float32(st * x + ct * z)
 
 
-def _check_xyz(xyz):
+def _check_xyz(xyz, layout):
     xyz = np.asarray(xyz)
-    if xyz.ndim != 5 or xyz.shape[1] != 3 or xyz.shape[3] != 25:
-        raise ValueError(f"expected xyz of shape (N, 3, T, 25, M), got {xyz.shape}")
+    v = layout.num_joints
+    if xyz.ndim != 5 or xyz.shape[1] != 3 or xyz.shape[3] != v:
+        raise ValueError(f"expected xyz of shape (N, 3, T, {v}, M) for layout {layout.name}, got {xyz.shape}")
     return np.ascontiguousarray(xyz, dtype=np.float32)
 
 
@@ -252,24 +256,27 @@ class _Threads:
         return False
 
 
-def valid_length(xyz):
+def valid_length(xyz, layout=None):
     """Valid length L per sample (METHOD.md §2 step 2, §11 item 8).
 
-    L counts the frames t whose body-0 joint 1 (index 0) has ``|x|+|y|+|z| != 0``: a
-    count, not "last valid index + 1", used as a prefix length by the resize.
+    L counts the frames t whose body-0 base joint (Kinect v2: joint 1, index 0) has
+    ``|x|+|y|+|z| != 0``: a count, not "last valid index + 1", used as a prefix length by
+    the resize.
 
     Args:
-        xyz: (N, 3, T, 25, M) float32 raw camera-space metres, zero-padded.
+        xyz: (N, 3, T, V, M) float32 raw camera-space metres, zero-padded.
+        layout: skeleton layout name or :class:`~ikem_data.layouts.Layout` (None: Kinect v2).
 
     Returns:
         (N,) int32 counts in ``[0, T]``.
 
     Raises:
-        ValueError: xyz is not (N, 3, T, 25, M).
+        ValueError: xyz is not (N, 3, T, V, M) for the layout; an unknown layout.
     """
-    xyz = _check_xyz(xyz)
+    layout = get_layout(layout)
+    xyz = _check_xyz(xyz, layout)
     out = np.zeros(xyz.shape[0], dtype=np.int32)
-    _valid_length_kernel(xyz, out)
+    _valid_length_kernel(xyz, layout.base, out)
     return out
 
 
@@ -289,17 +296,18 @@ def check_params(t_length, rotation_sign, on_empty):
 
 
 def preprocess(xyz, t_length=50, rotation_sign="sequence", workers=None, on_empty="error", align=True,
-               out=None):
+               out=None, layout=None):
     """IKEM preprocessing of raw sequences (METHOD.md §2 steps 2-6).
 
-    Per sample: valid length L; each body centred on its own joint 21 (index 20); the
-    first L frames resized to ``t_length`` frames with OpenCV ``INTER_LINEAR``
-    (half-pixel centres; body 1 uses body 0's L; L < t_length upsamples); then per frame
-    the shoulder vector (joint 9 minus joint 5, y zeroed) is turned onto +x by a rotation
-    about y. Absent bodies stay zero.
+    Per sample: valid length L; each body centred on its own centre joint (Kinect v2:
+    joint 21, index 20); the first L frames resized to ``t_length`` frames with OpenCV
+    ``INTER_LINEAR`` (half-pixel centres; body 1 uses body 0's L; L < t_length
+    upsamples); then per frame the shoulder vector (right minus left shoulder, joints 9
+    and 5 in Kinect v2, y zeroed) is turned onto +x by a rotation about y. Absent bodies
+    stay zero. The joints come from ``layout`` (:mod:`ikem_data.layouts`).
 
     Args:
-        xyz: (N, 3, T, 25, M) float32 raw camera-space metres, zero-padded.
+        xyz: (N, 3, T, V, M) float32 raw camera-space metres, zero-padded.
         t_length: output frames (>= 3; 50 in the reference).
         rotation_sign: ``"sequence"`` (reference: the sign of the angle is decided once
             per sequence from the float32 sum of ``s_t.z``, so frames of the opposite
@@ -311,9 +319,10 @@ def preprocess(xyz, t_length=50, rotation_sign="sequence", workers=None, on_empt
         align: apply the y-axis alignment (step 5; the reference's ``y_rotation=True``).
         out: optional C-contiguous float32 array of the output shape to write the joints
             into (a reused buffer); every element is written.
+        layout: skeleton layout name or :class:`~ikem_data.layouts.Layout` (None: Kinect v2).
 
     Returns:
-        ``(joint, valid_length)``: (N, 3, t_length, 25, M) float32 metres and (N,) int32.
+        ``(joint, valid_length)``: (N, 3, t_length, V, M) float32 metres and (N,) int32.
 
     Raises:
         ValueError: bad shape, ``t_length < 3``, an unknown ``rotation_sign`` or
@@ -324,7 +333,8 @@ def preprocess(xyz, t_length=50, rotation_sign="sequence", workers=None, on_empt
     """
     check_params(t_length, rotation_sign, on_empty)
     t_length = int(t_length)
-    xyz = _check_xyz(xyz)
+    layout = get_layout(layout)
+    xyz = _check_xyz(xyz, layout)
     n, _, _, v, m = xyz.shape
     shape = (n, 3, t_length, v, m)
     if out is None:
@@ -336,12 +346,13 @@ def preprocess(xyz, t_length=50, rotation_sign="sequence", workers=None, on_empt
     lengths = np.zeros(n, dtype=np.int32)
     status = np.zeros(n, dtype=np.int8)
     with _Threads(workers):
-        _preprocess_kernel(xyz, t_length, bool(align), rotation_sign == "per_frame", joint, lengths, status)
+        _preprocess_kernel(xyz, t_length, bool(align), rotation_sign == "per_frame", layout.base, layout.center,
+                           *layout.shoulders, joint, lengths, status)
     bad = np.flatnonzero(status == STATUS_NONFINITE)
     if bad.size:
         raise SampleError(bad[0], f"NaN or inf in the input coordinates ({bad.size} sample(s) affected)")
     empty = np.flatnonzero(status == STATUS_EMPTY)
     if empty.size and on_empty == "error":
-        raise SampleError(empty[0], f"no valid frame (body 0 joint 1 is zero in every frame, L = 0; "
+        raise SampleError(empty[0], f"no valid frame (body 0's base joint is zero in every frame, L = 0; "
                                     f"{empty.size} sample(s) affected)")
     return joint, lengths

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ikem_data.layouts import DEFAULT_LAYOUT
 from ikem_train.graph import LEGACY_GRAPH_PARTITION
 
 KINDS = ("pretrain", "distill", "linear", "finetune", "knn")
@@ -123,7 +124,8 @@ def load_checkpoint(path, kind=None, map_location="cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     A pretrain, distill or finetune checkpoint written before ``model.graph_partition`` existed
-    gets ``config.model.graph_partition = "full"``: the graph it was trained with.
+    gets ``config.model.graph_partition = "full"``: the graph it was trained with; one
+    without ``model.layout`` gets the Kinect v2 layout, the only one there was.
 
     Args:
         path: file. kind: expected kind or tuple of kinds (None: any).
@@ -163,4 +165,5 @@ def load_checkpoint(path, kind=None, map_location="cpu") -> dict:
     model_cfg = (payload.get("config") or {}).get("model")
     if payload["kind"] in ("pretrain", "distill", "finetune") and isinstance(model_cfg, dict):
         model_cfg.setdefault("graph_partition", LEGACY_GRAPH_PARTITION)
+        model_cfg.setdefault("layout", DEFAULT_LAYOUT)  # every checkpoint before layouts were recorded
     return payload

@@ -27,6 +27,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_vali
 from pydantic.dataclasses import dataclass
 
 from ikem_data.names import MODALITIES, STUDENT_MODALITIES, resolve_modalities
+from ikem_data.layouts import get_layout
 from ikem_train.graph import GRAPH_PARTITIONS, check_partition
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # unknown keys and inf/nan values are errors
@@ -80,9 +81,15 @@ class ModelConfig:
     bone_pairs: Literal["ikem", "crossclr"] = "ikem"
     true_timeline: bool = True
     graph_partition: str = GRAPH_PARTITIONS[0]
+    layout: Optional[str] = None  # skeleton layout; None: the store's (jobs record the name they used)
 
     _check_modalities = field_validator("modalities", mode="before")(_modalities)
     _check_graph = field_validator("graph_partition")(check_partition)
+
+    @field_validator("layout")
+    @classmethod
+    def _check_layout(cls, value):
+        return value if value is None else get_layout(value).name
 
     @field_validator("cross_phase_frozen_keys", mode="before")
     @classmethod

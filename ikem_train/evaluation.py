@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ikem_data.bones import NUM_JOINTS
+from ikem_data.layouts import get_layout, store_layout
 from ikem_train.data import ModalityDataset, make_loader
 
-STGCN_KEYS = ("in_channels", "hidden_channels", "hidden_dim", "dropout", "graph_partition")
+STGCN_KEYS = ("in_channels", "hidden_channels", "hidden_dim", "dropout", "graph_partition", "layout")
 #: Store modality parameters that change what an encoder sees, compared before evaluation.
 #: ``bone_pairs`` and ``true_timeline`` are also model settings (the torch modalities).
 STORE_KEYS = ("t_length", "rotation_sign", "bone_pairs", "true_timeline")
@@ -117,17 +117,25 @@ def check_store_agrees(store_path, model_cfg: dict, trained_on: dict | None) -> 
         the evaluated store's modality parameters (for results.json).
 
     Raises:
-        EvaluationError: the joints differ from the 25-joint ST-GCN graph, or any of
-            :data:`STORE_KEYS` differs; the message lists both values of each.
+        EvaluationError: the skeleton layout or its joint count differs from the
+            encoders', or any of :data:`STORE_KEYS` differs; the message lists both
+            values of each.
     """
     from ikem_data.store import open_store
 
+    layout = get_layout(model_cfg.get("layout"))
     with open_store(store_path, "r") as store:
         params = dict((store.stage("modalities") or {}).get("params") or {})
-        joints = store["modalities/joint"].shape[3] if "modalities/joint" in store else NUM_JOINTS
+        joints = store["modalities/joint"].shape[3] if "modalities/joint" in store else layout.num_joints
+        try:
+            stored = store_layout(store).name
+        except ValueError:
+            stored = store.attrs.get("layout")
     diffs = []
-    if joints != NUM_JOINTS:
-        diffs.append(f"joints: store {joints}, encoders {NUM_JOINTS} (the NTU / Kinect v2 graph)")
+    if stored != layout.name:
+        diffs.append(f"skeleton layout: store {stored!r}, checkpoint {layout.name!r}")
+    if joints != layout.num_joints:
+        diffs.append(f"joints: store {joints}, encoders {layout.num_joints} (layout {layout.name})")
     expected = {key: model_cfg[key] for key in ("bone_pairs", "true_timeline") if key in model_cfg}
     for key, value in (trained_on or {}).items():
         if key in STORE_KEYS:

@@ -57,7 +57,7 @@ class FinetuneModel(nn.Module):
     Args:
         streams: ``nn.ModuleDict`` modality -> :class:`ikem_train.model.Encoder` built with
             ``out_dim=num_class, mlp=False`` (backbone pretrained or random).
-        bone_pairs, true_timeline: the modality settings (as the encoders were trained).
+        bone_pairs, true_timeline, layout: the modality settings (as the encoders were trained).
 
     State dict: ``streams.<m>.backbone.*`` (read by ``encoder_state_dicts``) and
     ``streams.<m>.head.*``.
@@ -66,11 +66,11 @@ class FinetuneModel(nn.Module):
     #: Batch entries the training loop passes to ``forward`` (besides ``epoch``).
     inputs = ("view1", "frames", "label")
 
-    def __init__(self, streams: nn.ModuleDict, bone_pairs="ikem", true_timeline=True):
+    def __init__(self, streams: nn.ModuleDict, bone_pairs="ikem", true_timeline=True, layout=None):
         super().__init__()
         self.streams = streams
         self.modalities = tuple(streams)
-        self.bone_pairs, self.true_timeline = bone_pairs, bool(true_timeline)
+        self.bone_pairs, self.true_timeline, self.layout = bone_pairs, bool(true_timeline), layout
 
     def logits(self, x: dict) -> torch.Tensor:
         """(K, N, C) logits of each modality from ``x`` = {modality: (N, 3, T, 25, M)}."""
@@ -78,6 +78,6 @@ class FinetuneModel(nn.Module):
 
     def forward(self, view1, frames, label, epoch):
         """Cross-entropy of the averaged logits. view1 (N, 3, T, 25, M) joint, frames (N,), label (N,)."""
-        x = compute_modalities(view1, frames, self.modalities, self.bone_pairs, self.true_timeline)
+        x = compute_modalities(view1, frames, self.modalities, self.bone_pairs, self.true_timeline, self.layout)
         loss = F.cross_entropy(self.logits(x).mean(0).float(), label)
         return {"loss": loss}

@@ -16,7 +16,7 @@ Two partitions of the same column-normalised graph (METHOD.md §5, §11 item 20)
 
 import numpy as np
 
-from ikem_data.bones import GRAPH_EDGES, NUM_JOINTS, SPINE_SHOULDER
+from ikem_data.layouts import get_layout
 
 #: Names of ``model.graph_partition``; the first is the default.
 GRAPH_PARTITIONS = ("reference", "full")
@@ -24,7 +24,7 @@ GRAPH_PARTITIONS = ("reference", "full")
 LEGACY_GRAPH_PARTITION = "full"
 
 
-def hop_distance(edges=GRAPH_EDGES, num_nodes=NUM_JOINTS, max_hop=None):
+def hop_distance(edges, num_nodes, max_hop=None):
     """Shortest-path hop count between every pair of joints.
 
     Args:
@@ -58,7 +58,7 @@ def check_partition(partition):
     return partition
 
 
-def spatial_adjacency(partition="reference", edges=GRAPH_EDGES, num_nodes=NUM_JOINTS, center=SPINE_SHOULDER):
+def spatial_adjacency(partition="reference", layout=None, *, edges=None, num_nodes=None, center=None):
     """The (3, V, V) spatial-partition adjacency used by every ST-GCN block.
 
     ``A[k, v, w]`` is the weight with which joint v feeds joint w in subset k, so a
@@ -76,9 +76,9 @@ def spatial_adjacency(partition="reference", edges=GRAPH_EDGES, num_nodes=NUM_JO
 
     Args:
         partition: ``"reference"`` or ``"full"`` (module docstring).
-        edges: (E, 2) int array of undirected 0-based joint pairs (no self-loops).
-        num_nodes: V.
-        center: 0-based index of the centre joint (spine-shoulder, joint 21 1-based).
+        layout: skeleton layout name or :class:`~ikem_data.layouts.Layout` (None: Kinect
+            v2): its graph edges, joint count and centre joint (spine-shoulder, joint 21).
+        edges, num_nodes, center: override the layout's (a graph of one's own).
 
     Returns:
         (3, V, V) float32 numpy array.
@@ -87,6 +87,10 @@ def spatial_adjacency(partition="reference", edges=GRAPH_EDGES, num_nodes=NUM_JO
         ValueError: an unknown partition.
     """
     check_partition(partition)
+    layout = get_layout(layout)
+    edges = layout.graph_edges if edges is None else edges
+    num_nodes = layout.num_joints if num_nodes is None else num_nodes
+    center = layout.center if center is None else center
     dist = hop_distance(edges, num_nodes, max_hop=1 if partition == "reference" else None)
     linked = dist <= 1  # max_hop = 1, self-loops included
     norm = linked / linked.sum(axis=0, keepdims=True)  # column-normalised

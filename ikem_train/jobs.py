@@ -63,6 +63,24 @@ def _store_params(store_path) -> dict:
     return {key: params[key] for key in ev.STORE_KEYS if key in params}
 
 
+def _with_store_layout(cfg: Config, store) -> Config:
+    """``cfg`` with ``model.layout`` the store's (``None`` in a config means "the store's").
+
+    Raises:
+        EvaluationError: the config names another layout than the store records.
+    """
+    from ikem_data.layouts import store_layout
+    from ikem_data.store import open_store
+
+    with open_store(store, "r") as s:
+        name = store_layout(s).name
+    if cfg.model.layout not in (None, name):
+        raise ev.EvaluationError(f"model.layout is {cfg.model.layout!r} but store {store} holds {name!r} skeletons")
+    plain = config_to_dict(cfg)
+    plain["model"]["layout"] = name
+    return config_from_dict(plain)
+
+
 def _with_model(cfg: Config, model_cfg: dict) -> Config:
     """``cfg`` with its ``model`` section replaced (encoders follow their checkpoint)."""
     plain = config_to_dict(cfg)
@@ -110,7 +128,7 @@ def pretrain(store, benchmark, run_dir, *, config=None, overrides=(), resume=Fal
     from ikem_train.model import PretrainModel
 
     base = _resume_base(run_dir, resume)
-    cfg = load_config(config, overrides, base["config"] if base else None)
+    cfg = _with_store_layout(load_config(config, overrides, base["config"] if base else None), store)
     dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
                               seed=cfg.data.seed)
     with run_folder(run_dir, resume, log) as run:
@@ -181,7 +199,7 @@ def distill(store, benchmark, run_dir, *, teacher=None, config=None, overrides=(
 # -- frozen-feature evaluation ----------------------------------------------------------
 
 
-def _encoders(cfg: Config, checkpoint, random_init: bool, modalities):
+def _encoders(cfg: Config, store, checkpoint, random_init: bool, modalities):
     """(encoders, names, model config dict, trained-on store params, source entries)."""
     if checkpoint is not None and random_init:
         raise ev.EvaluationError("give --checkpoint or --random-init, not both")
@@ -193,7 +211,7 @@ def _encoders(cfg: Config, checkpoint, random_init: bool, modalities):
     if not random_init:
         raise ev.EvaluationError("give --checkpoint (a pretrain, distill or finetune checkpoint) or --random-init")
     names = resolve_modalities(cfg.model.modalities if modalities in (None, "all") else modalities)
-    model_cfg = config_to_dict(cfg)["model"]
+    model_cfg = config_to_dict(_with_store_layout(cfg, store))["model"]
     return (ev.random_encoders(model_cfg, names, cfg.data.seed), names, model_cfg, None,
             {"checkpoint": None, "checkpoint_kind": None, "random_init": True})
 
@@ -203,7 +221,7 @@ class _FrozenFeatures:
 
     def __init__(self, store, benchmark, cfg: Config, checkpoint, random_init, modalities):
         self.encoders, self.names, self.model_cfg, trained_on, self.source = _encoders(
-            cfg, checkpoint, random_init, modalities)
+            cfg, store, checkpoint, random_init, modalities)
         self.store_params = ev.check_store_agrees(store, self.model_cfg, trained_on)
         self.train_ds = ModalityDataset(store, benchmark, "train", self.names)
         self.val_ds = ModalityDataset(store, benchmark, "val", self.names)
@@ -411,6 +429,7 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
         cfg = _with_model(cfg, ck["config"]["model"])
     else:
         names = resolve_modalities(cfg.model.modalities if modalities in (None, "all") else modalities)
+        cfg = _with_store_layout(cfg, store)
     model_cfg = config_to_dict(cfg)["model"]
     store_params = ev.check_store_agrees(store, model_cfg, trained_on)
     train_ds = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
@@ -438,7 +457,7 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
         if states is not None:
             for m in names:
                 streams[m].backbone.load_state_dict(states[m], strict=True)
-        model = FinetuneModel(streams, model_cfg["bone_pairs"], model_cfg["true_timeline"])
+        model = FinetuneModel(streams, model_cfg["bone_pairs"], model_cfg["true_timeline"], model_cfg["layout"])
         backbones = torch.nn.ModuleDict({m: streams[m].backbone for m in names})
         start = ev.parameter_snapshot(backbones)
         device = resolve_device(cfg.run.device)

@@ -8,8 +8,7 @@ channel axis (``dim=1``), so a batch of 3 samples is handled correctly (METHOD.m
 import torch
 import torch.nn.functional as F
 
-from ikem_data.bones import BONE_PAIRS, ROTATION_AXIS_PAIRS, SPINE_MID, SPINE_SHOULDER, \
-    SHOULDER_LEFT, SHOULDER_RIGHT
+from ikem_data.layouts import NORMAL_ROOT_BONE_SETS, get_layout
 from ikem_data.names import resolve_modalities
 
 #: Frames of the resized sequences: the time scale is ``tau = RESIZED_FRAMES / frames``.
@@ -30,41 +29,42 @@ def _time_diff(x, tau):
     return out
 
 
-def _bones(joint, bone_pairs):
-    pairs = torch.as_tensor(BONE_PAIRS[bone_pairs], device=joint.device)
+def _bones(joint, bone_pairs, layout):
+    pairs = torch.as_tensor(layout.bones(bone_pairs), device=joint.device)
     bone = joint - joint[:, :, :, pairs[:, 1]]  # b_v = X_v - X_u; row v is joint v
-    if bone_pairs == "ikem":
-        # Root "bone" = unit torso normal (X_2 - X_9) x (X_5 - X_9), METHOD.md §3.4.
-        a = joint[:, :, :, SPINE_MID] - joint[:, :, :, SHOULDER_RIGHT]
-        b = joint[:, :, :, SHOULDER_LEFT] - joint[:, :, :, SHOULDER_RIGHT]
-        bone[:, :, :, SPINE_SHOULDER] = F.normalize(torch.cross(a, b, dim=1), dim=1, eps=_EPS)
+    if bone_pairs in NORMAL_ROOT_BONE_SETS:
+        # Root "bone" = unit torso normal (X_2 - X_9) x (X_5 - X_9) in Kinect v2, METHOD.md §3.4.
+        mid, left, right = layout.torso
+        a = joint[:, :, :, mid] - joint[:, :, :, right]
+        b = joint[:, :, :, left] - joint[:, :, :, right]
+        bone[:, :, :, layout.center] = F.normalize(torch.cross(a, b, dim=1), dim=1, eps=_EPS)
     return bone
 
 
-def _rotation_axis(bone):
-    parent = torch.as_tensor(ROTATION_AXIS_PAIRS[:, 1], device=bone.device)
+def _rotation_axis(bone, layout):
+    parent = torch.as_tensor(layout.axis_pairs[:, 1], device=bone.device)
     return torch.cross(bone, bone[:, :, :, parent], dim=1)  # R_v = b_v x b_u, un-normalised
 
 
-def _angular_velocity(bone, axis, tau):
-    parent = torch.as_tensor(ROTATION_AXIS_PAIRS[:, 1], device=bone.device)
+def _angular_velocity(bone, axis, tau, layout):
+    parent = torch.as_tensor(layout.axis_pairs[:, 1], device=bone.device)
     unit = F.normalize(bone, dim=1, eps=_EPS)
     unit_parent = unit[:, :, :, parent]
     sin = torch.linalg.vector_norm(torch.cross(unit, unit_parent, dim=1), dim=1)
     cos = (unit * unit_parent).sum(dim=1)
     theta = torch.atan2(sin, cos).unsqueeze(1)  # (N, 1, T, V, M) in [0, pi]
     omega = _time_diff(theta, tau) * F.normalize(axis, dim=1, eps=_EPS)  # axis at frame t
-    omega[:, :, :, SPINE_SHOULDER] = 0
+    omega[:, :, :, layout.center] = 0
     return omega
 
 
 @torch.no_grad()
-def compute_modalities(joint, frames, names, bone_pairs="ikem", true_timeline=True):
+def compute_modalities(joint, frames, names, bone_pairs="ikem", true_timeline=True, layout=None):
     """Compute the requested modalities of a batch of joint sequences.
 
     Args:
-        joint: (N, 3, T, V=25, M) float tensor of preprocessed (possibly augmented)
-            positions in metres, on any device.
+        joint: (N, 3, T, V, M) float tensor of preprocessed (possibly augmented)
+            positions in metres, on any device (V = 25 in the Kinect v2 layout).
         frames: (N,) header frame counts ``f`` (tensor, array or list); the time scale is
             ``tau = 50 / f`` (METHOD.md §3), or 1 when ``true_timeline`` is False.
         names: modality names from :data:`ikem_data.names.MODALITIES`, or a spec for
@@ -72,17 +72,21 @@ def compute_modalities(joint, frames, names, bone_pairs="ikem", true_timeline=Tr
         bone_pairs: ``"ikem"`` (hand tips from the hand joint, root bone = unit torso
             normal) or ``"crossclr"`` (tip from thumb, root bone zero).
         true_timeline: scale motion, acceleration and angular velocity by ``tau``.
+        layout: skeleton layout name or :class:`~ikem_data.layouts.Layout` (None: Kinect v2).
 
     Returns:
         dict name -> (N, 3, T, V, M) tensor, same dtype and device as ``joint``, in the
         order of ``names``. No gradient.
 
     Raises:
-        ValueError: an unknown or repeated modality name, or an unknown bone-pair set.
+        ValueError: an unknown or repeated modality name, an unknown bone-pair set or
+            layout, or V not the layout's joint count.
     """
     names = resolve_modalities(names)
-    if bone_pairs not in BONE_PAIRS:
-        raise ValueError(f"unknown bone_pairs {bone_pairs!r}; valid: {', '.join(BONE_PAIRS)}")
+    layout = get_layout(layout)
+    layout.bones(bone_pairs)
+    if joint.shape[3] != layout.num_joints:
+        raise ValueError(f"joint has {joint.shape[3]} joints; layout {layout.name} has {layout.num_joints}")
     n = joint.shape[0]
     if true_timeline:
         f = torch.as_tensor(frames, device=joint.device).to(joint.dtype)
@@ -105,11 +109,11 @@ def compute_modalities(joint, frames, names, bone_pairs="ikem", true_timeline=Tr
                 acc[:, :, -2:] = 0  # the zero motion at T-1 never enters (METHOD.md §3.3)
                 out[name] = acc
             elif name == "bone":
-                out[name] = _bones(joint, bone_pairs)
+                out[name] = _bones(joint, bone_pairs, layout)
             elif name == "rotation_axis":
-                out[name] = _rotation_axis(out["bone"])
+                out[name] = _rotation_axis(out["bone"], layout)
             else:
-                out[name] = _angular_velocity(out["bone"], out["rotation_axis"], tau)
+                out[name] = _angular_velocity(out["bone"], out["rotation_axis"], tau, layout)
         return out[name]
 
     return {name: get(name) for name in names}

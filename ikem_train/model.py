@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ikem_data.bones import BONE_PAIRS
+from ikem_data.layouts import get_layout
 from ikem_data.names import MODALITIES, STUDENT_MODALITIES, resolve_modalities
 from ikem_train.crossclr import cross_modal_losses
 from ikem_train.distill import distill_loss
@@ -33,9 +33,10 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, out_dim, *, in_channels=3, hidden_channels=16, hidden_dim=256,
-                 dropout=0.5, mlp=True, head_hidden=None, graph_partition=GRAPH_PARTITIONS[0]):
+                 dropout=0.5, mlp=True, head_hidden=None, graph_partition=GRAPH_PARTITIONS[0], layout=None):
         super().__init__()
-        self.backbone = STGCN(in_channels, hidden_channels, hidden_dim, dropout, graph_partition=graph_partition)
+        self.backbone = STGCN(in_channels, hidden_channels, hidden_dim, dropout, graph_partition=graph_partition,
+                              layout=layout)
         if mlp:
             mid = head_hidden or hidden_dim
             self.head = nn.Sequential(nn.Linear(hidden_dim, mid), nn.ReLU(inplace=True),
@@ -79,6 +80,8 @@ class PretrainModel(nn.Module):
         bone_pairs, true_timeline: forwarded to :func:`compute_modalities`.
         graph_partition: the ST-GCN graph, ``"reference"`` (truncated at one hop, the
             reference's) or ``"full"`` (METHOD.md §5, §11 item 20).
+        layout: skeleton layout name (:mod:`ikem_data.layouts`; None: Kinect v2): the
+            joints of the modalities and of the graph.
 
     State dict: ``query.<m>.backbone.*``, ``query.<m>.head.*``, ``key.<m>.*``,
     ``ikem_head.<m>.*``, buffers ``queue_<m>`` (D, K) and ``queue_ptr`` (1,).
@@ -91,15 +94,15 @@ class PretrainModel(nn.Module):
                  feature_dim=128, mlp=True, queue_size=32768, momentum=0.999, temperature=0.07,
                  cross_epoch=150, topk=1, context=True, ikem=True,
                  cross_phase_frozen_keys=("joint", "bone", "rotation_axis"), key_init="copy",
-                 bone_pairs="ikem", true_timeline=True, graph_partition=GRAPH_PARTITIONS[0]):
+                 bone_pairs="ikem", true_timeline=True, graph_partition=GRAPH_PARTITIONS[0], layout=None):
         super().__init__()
         self.modalities = resolve_modalities(modalities)
+        self.layout = get_layout(layout)
         if key_init not in ("copy", "reinit"):
             raise ValueError(f"key_init must be 'copy' or 'reinit', not {key_init!r}")
         _check_phase_keys(cross_phase_frozen_keys)
         _check_sizes(queue_size, topk)
-        if bone_pairs not in BONE_PAIRS:
-            raise ValueError(f"unknown bone_pairs {bone_pairs!r}; valid: {', '.join(BONE_PAIRS)}")
+        self.layout.bones(bone_pairs)  # raises for a bone set the layout lacks
         self.queue_size, self.momentum, self.temperature = int(queue_size), float(momentum), float(temperature)
         self.cross_epoch, self.topk, self.context = int(cross_epoch), int(topk), bool(context)
         self.use_ikem = bool(ikem) and len(self.modalities) > 1
@@ -108,7 +111,8 @@ class PretrainModel(nn.Module):
 
         def encoder():
             return Encoder(feature_dim, in_channels=in_channels, hidden_channels=hidden_channels,
-                           hidden_dim=hidden_dim, dropout=dropout, mlp=mlp, graph_partition=graph_partition)
+                           hidden_dim=hidden_dim, dropout=dropout, mlp=mlp, graph_partition=graph_partition,
+                           layout=self.layout.name)
 
         self.query = nn.ModuleDict({m: encoder() for m in self.modalities})
         self.key = nn.ModuleDict({m: copy.deepcopy(self.query[m]) if key_init == "copy" else encoder()
@@ -149,8 +153,8 @@ class PretrainModel(nn.Module):
         b = view1.shape[0]
         check_queue_size(self.queue_size, b)
         cross = self.is_cross_phase(epoch)
-        x1 = compute_modalities(view1, frames, self.modalities, self.bone_pairs, self.true_timeline)
-        x2 = compute_modalities(view2, frames, self.modalities, self.bone_pairs, self.true_timeline)
+        x1 = compute_modalities(view1, frames, self.modalities, self.bone_pairs, self.true_timeline, self.layout)
+        x2 = compute_modalities(view2, frames, self.modalities, self.bone_pairs, self.true_timeline, self.layout)
 
         q, h = {}, {}
         for m in self.modalities:
@@ -192,7 +196,7 @@ def _teacher_encoder_kwargs(config):
     return dict(in_channels=config.get("in_channels", 3), hidden_channels=config.get("hidden_channels", 16),
                 hidden_dim=config.get("hidden_dim", 256), dropout=config.get("dropout", 0.5),
                 mlp=config.get("mlp", True),
-                graph_partition=config.get("graph_partition", GRAPH_PARTITIONS[0]))
+                graph_partition=config.get("graph_partition", GRAPH_PARTITIONS[0]), layout=config.get("layout"))
 
 
 class DistillModel(nn.Module):
@@ -246,6 +250,7 @@ class DistillModel(nn.Module):
         self.queue_size, self.temperature = int(queue_size), float(temperature)
         self.topk, self.context = int(topk), bool(context)
         self.bone_pairs = teacher_config.get("bone_pairs", "ikem")
+        self.layout = get_layout(teacher_config.get("layout"))
         self.true_timeline = bool(teacher_config.get("true_timeline", True))
         feature_dim = int(teacher_config.get("feature_dim", 128))
         enc = _teacher_encoder_kwargs(teacher_config)
@@ -311,8 +316,10 @@ class DistillModel(nn.Module):
         """
         b = view1.shape[0]
         check_queue_size(self.queue_size, b)
-        x1 = compute_modalities(view1, frames, self.teacher_modalities, self.bone_pairs, self.true_timeline)
-        x2 = compute_modalities(view2, frames, self.student_modalities, self.bone_pairs, self.true_timeline)
+        x1 = compute_modalities(view1, frames, self.teacher_modalities, self.bone_pairs, self.true_timeline,
+                                self.layout)
+        x2 = compute_modalities(view2, frames, self.student_modalities, self.bone_pairs, self.true_timeline,
+                                self.layout)
         with torch.no_grad():
             qt = {m: F.normalize(self.teacher[m](x1[m])[0].float(), dim=1) for m in self.teacher_modalities}
             t = concat_keys([qt[m] for m in self.teacher_modalities])  # (B, 6·D)

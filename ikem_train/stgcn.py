@@ -1,6 +1,6 @@
 """Quarter-width ST-GCN encoder (METHOD.md §5; ST-GCN, Yan et al. 2018; CrosSCLR's variant).
 
-Input ``(N, C, T, V=25, M)`` float, output the pooled feature ``h`` of shape
+Input ``(N, C, T, V, M)`` float (V = 25 in the Kinect v2 layout), output the pooled feature ``h`` of shape
 ``(N, hidden_dim)`` (mean over the M persons). With the defaults the backbone has
 exactly 821,380 parameters (edge-importance masks included, no head).
 """
@@ -98,17 +98,20 @@ class STGCN(nn.Module):
         graph_partition: ``"reference"`` (the reference's graph, truncated at one hop) or
             ``"full"`` (ST-GCN's intended partition); see :mod:`ikem_train.graph`. The
             adjacency is not in the state dict, so checkpoints record it in their config.
+        layout: skeleton layout name (:mod:`ikem_data.layouts`; None: Kinect v2): the
+            graph's joints, edges and centre.
 
     Shapes:
-        forward(x): x (N, C, T, V=25, M) float -> h (N, hidden_dim). T is halved (ceil)
+        forward(x): x (N, C, T, V, M) float -> h (N, hidden_dim). T is halved (ceil)
         at blocks 5 and 8: 50 -> 25 -> 13.
     """
 
     def __init__(self, in_channels=3, hidden_channels=16, hidden_dim=256, dropout=0.5,
-                 edge_importance=True, graph_partition=GRAPH_PARTITIONS[0]):
+                 edge_importance=True, graph_partition=GRAPH_PARTITIONS[0], layout=None):
         super().__init__()
         self.graph_partition = graph_partition
-        self.register_buffer("adjacency", torch.from_numpy(spatial_adjacency(graph_partition)), persistent=False)
+        adjacency = spatial_adjacency(graph_partition, layout)
+        self.register_buffer("adjacency", torch.from_numpy(adjacency), persistent=False)
         k, v, _ = self.adjacency.shape
         self.data_bn = nn.BatchNorm1d(in_channels * v)
         c = hidden_channels

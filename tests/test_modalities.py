@@ -4,11 +4,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ikem_data.bones import CROSSCLR_BONE_PAIRS, IKEM_BONE_PAIRS, ROTATION_AXIS_PAIRS
+from ikem_data.layouts import get_layout
 from ikem_data.modalities import compute_modalities, time_scale
 from ikem_data.names import MODALITIES
 from ikem_data.preprocess import preprocess
 from ntu_reader import read_batch
+
+_KV2 = get_layout("kinect_v2_25")
+IKEM_BONE_PAIRS, CROSSCLR_BONE_PAIRS = _KV2.bone_pairs["ikem"], _KV2.bone_pairs["crossclr"]
+ROTATION_AXIS_PAIRS = _KV2.axis_pairs
 
 def unit(x, axis=1):
     return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)

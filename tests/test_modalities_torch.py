@@ -10,7 +10,7 @@ from ikem_train.modalities import compute_modalities
 
 from ntu_reader import read_batch
 
-# METHOD.md §3.4 / §3.5, 1-based, copied independently of ikem_data.bones.
+# METHOD.md §3.4 / §3.5, 1-based, copied independently of ikem_data.layouts.
 _COMMON = [(1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
            (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17),
            (19, 18), (20, 19), (21, 21)]

@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from ikem_data.bones import GRAPH_EDGES, NUM_JOINTS, SPINE_SHOULDER
+from ikem_data.layouts import get_layout
 from ikem_train.graph import hop_distance, spatial_adjacency
 from ikem_train.stgcn import STGCN
+
+KV2 = get_layout("kinect_v2_25")
+GRAPH_EDGES, NUM_JOINTS, SPINE_SHOULDER = KV2.graph_edges, KV2.num_joints, KV2.center
 
 
 def reference_spatial_graph(edges, num_node, center, max_hop=1):
@@ -62,7 +65,7 @@ def test_reference_partition_is_the_reference_graph_bit_for_bit():
     assert [int((s != 0).sum()) for s in a] == [25, 40, 8]
     assert spatial_adjacency().tobytes() == a.tobytes()  # the default
     # 20 joints lie beyond the centre's 4 neighbours and are all at "distance" inf
-    d = hop_distance(max_hop=1)[:, SPINE_SHOULDER]
+    d = hop_distance(GRAPH_EDGES, NUM_JOINTS, max_hop=1)[:, SPINE_SHOULDER]
     assert int(np.isinf(d).sum()) == 20
     # subset 2 holds exactly the 8 links that leave a finite distance outwards
     v, w = np.nonzero(a[2])
@@ -99,7 +102,7 @@ def test_both_partitions_sum_to_the_column_normalised_graph(partition):
     np.testing.assert_allclose(a.sum(axis=0), np.ones(25), atol=1e-6)  # columns sum to 1
     # spine-shoulder (centre) has 4 neighbours + itself: each weighs 1/5 in its column
     np.testing.assert_allclose(a[:, SPINE_SHOULDER][a[:, SPINE_SHOULDER] > 0], [0.2] * 5, atol=1e-6)
-    np.testing.assert_array_equal(a != 0, hop_distance() <= 1)
+    np.testing.assert_array_equal(a != 0, hop_distance(GRAPH_EDGES, NUM_JOINTS) <= 1)
 
 
 def test_full_partition_splits_each_edge_by_direction():
@@ -108,7 +111,7 @@ def test_full_partition_splits_each_edge_by_direction():
     np.testing.assert_array_equal(a[0] != 0, np.eye(25, dtype=bool))
     # its neighbours are all farther from the centre: subset 2, none in subset 1
     assert a[1][:, SPINE_SHOULDER].sum() == 0
-    d = hop_distance()
+    d = hop_distance(GRAPH_EDGES, NUM_JOINTS)
     for v, u in GRAPH_EDGES:  # each edge is in subset 1 one way and subset 2 the other
         near, far = (v, u) if d[v, SPINE_SHOULDER] < d[u, SPINE_SHOULDER] else (u, v)
         assert a[1, near, far] > 0 and a[2, far, near] > 0
