@@ -23,10 +23,14 @@ import click
               help="Samples per chunk (of the arrays and of each step of work).")
 @click.option("--workers", default=None, type=int, help="Numba threads (default: all cores).")
 @click.option("--overwrite", is_flag=True, help="Replace modalities written with other parameters.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", "--quiet", "no_progress", is_flag=True, help="No progress bar.")
 def modalities(out, source, t_length, rotation_sign, bone_pairs, true_timeline, on_empty, chunk_size,
-               workers, overwrite, quiet):
-    """Preprocess raw/xyz and write the six modalities (METHOD.md §2-§3).
+               workers, overwrite, no_progress):
+    """Preprocess raw/xyz and write the six modalities (joint, motion, bone, acceleration,
+    rotation_axis, angular_velocity), as the IKEM reference computes them.
+
+    Preprocessing: each body centred on its spine-shoulder, the valid frames resized to
+    --t-length, each frame's shoulders turned onto the x axis.
 
     \b
     ikem-data modalities --out ntu60.zarr
@@ -44,7 +48,7 @@ def modalities(out, source, t_length, rotation_sign, bone_pairs, true_timeline, 
         status, attrs = build_modalities(
             out, source=source, t_length=t_length, rotation_sign=rotation_sign, bone_pairs=bone_pairs,
             true_timeline=true_timeline, on_empty=on_empty, chunk_size=chunk_size, workers=workers,
-            overwrite=overwrite, progress=not quiet)
+            overwrite=overwrite, progress=not no_progress)
     except (StageError, FileNotFoundError, LockedError) as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:  # not an ikem store, wrong version, ...

@@ -28,7 +28,8 @@ def _common(func):
                      help="YAML run config (see configs/); defaults are the paper settings."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_HELP_SET),
         click.option("--run-dir", "--run", "run_dir", required=True, type=click.Path(),
-                     help="Run folder for checkpoints, metrics and results; must be new or empty unless --resume."),
+                     help="Run folder for config, metrics, checkpoints and results (created; a non-empty one is "
+                          "refused, except by a training command's --resume)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
                      help="Device (default: the config's run.device, normally auto)."),
     ]
@@ -42,12 +43,20 @@ def _modalities_option(help_text):
 
 
 def friendly_errors(func):
-    """Turn the library's known errors into ClickException (one line, non-zero exit)."""
+    """Turn the library's known errors into ClickException (one line, non-zero exit), and
+    Ctrl-C into a line that says how to go on (exit 130)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            if "resume" in kwargs:  # a training command: its last finished epoch is checkpointed
+                hint = "the last finished epoch's checkpoint is kept; rerun the same command with --resume to continue"
+            else:
+                hint = "nothing was finished; rerun it with a new --run-dir"
+            click.echo(f"\ninterrupted: {hint}", err=True)
+            raise SystemExit(130) from None
         except click.ClickException:
             raise
         except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:

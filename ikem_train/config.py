@@ -168,6 +168,7 @@ class RunSettings:
     compile: bool = False
     amp: bool = True
     save_interval: int = Field(30, gt=0)
+    keep_last: Optional[int] = Field(None, gt=0)  # keep only the newest N epochNNN.pt (None: all)
     max_steps_per_epoch: Optional[int] = Field(None, gt=0)
     tensorboard: bool = False
     progress: bool = True

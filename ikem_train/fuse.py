@@ -43,7 +43,8 @@ def load_scores(run_dir) -> dict:
     """
     path = Path(run_dir) / "scores.npz"
     if not path.is_file():
-        raise FuseError(f"{path} not found; run `ikem-train linear ... --run {run_dir}` first")
+        raise FuseError(f"{path} not found: {run_dir} is not a finished linear evaluation; run "
+                        "`ikem-train linear ... --run-dir NEW_FOLDER` and fuse that folder")
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
 

@@ -300,7 +300,8 @@ def frozen_evaluation(store, benchmark, run_dirs: dict, *, checkpoint=None, rand
         raise ev.EvaluationError(f"--k {cfg.evaluation.knn_k} is larger than the {len(frozen.train_ds)} train "
                                  f"samples of {benchmark}")
     with ExitStack() as held:
-        runs = {protocol: held.enter_context(run_folder(folder, False, log)) for protocol, folder in run_dirs.items()}
+        runs = {protocol: held.enter_context(run_folder(folder, False, log, resumable=False))
+                for protocol, folder in run_dirs.items()}
         for run in runs.values():
             _write_config(run, cfg)
         frozen.extract(log)

@@ -11,7 +11,8 @@ SGD with a step schedule that is a plain function of the 1-based epoch, full bat
 Run folders: a new run needs an empty or absent folder; ``resume=True`` continues the
 ``last.pt`` there (or restarts a run interrupted before its first checkpoint). One
 process writes a run folder at a time (:func:`run_folder`). Nothing in a run folder is
-deleted, except ``metrics.jsonl`` records of an epoch whose checkpoint an interruption lost.
+deleted, except ``metrics.jsonl`` records of an epoch whose checkpoint an interruption
+lost, and, with ``run.keep_last: N``, periodic checkpoints older than the newest N.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def lr_at(epoch: int, base_lr: float, milestones, gamma: float = 0.1) -> float:
     return base_lr * gamma ** sum(1 for m in milestones if epoch > m)
 
 
-def prepare_run_dir(run_dir, resume: bool) -> Path:
+def prepare_run_dir(run_dir, resume: bool, resumable: bool = True) -> Path:
     """Check the run folder: absent/empty for a new run; for a resume, a run of ours.
 
     A run interrupted before its first checkpoint holds ``config.yaml`` but no ``last.pt``:
@@ -62,7 +63,8 @@ def prepare_run_dir(run_dir, resume: bool) -> Path:
 
     Raises:
         TrainingError: ``run_dir`` is a file; a non-empty folder without ``--resume``
-            (nothing is overwritten); ``--resume`` on a folder no run wrote.
+            (nothing is overwritten; ``resumable=False`` for evaluations, which have no
+            ``--resume``, leaves that hint out); ``--resume`` on a folder no run wrote.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -71,6 +73,8 @@ def prepare_run_dir(run_dir, resume: bool) -> Path:
         if not (run_dir / "last.pt").is_file() and not (run_dir / "config.yaml").is_file():
             raise TrainingError(f"--resume: {run_dir} holds no run to continue (no last.pt, no config.yaml)")
     elif run_dir.exists() and any(run_dir.iterdir()):
+        if not resumable:  # an evaluation: nothing to continue
+            raise TrainingError(f"run folder {run_dir} is not empty; choose a new --run-dir folder")
         hint = (" (a run interrupted before its first checkpoint: --resume starts it again)"
                 if not (run_dir / "last.pt").exists() and (run_dir / "config.yaml").exists() else "")
         raise TrainingError(
@@ -81,7 +85,7 @@ def prepare_run_dir(run_dir, resume: bool) -> Path:
 
 
 @contextmanager
-def run_folder(run_dir, resume: bool = False, log=print):
+def run_folder(run_dir, resume: bool = False, log=print, resumable: bool = True):
     """Hold the run folder's write lock (:func:`ikem_data.locks.exclusive`), check it with
     :func:`prepare_run_dir` and yield its path; the lock is released on exit.
 
@@ -90,7 +94,7 @@ def run_folder(run_dir, resume: bool = False, log=print):
             :func:`prepare_run_dir`.
     """
     with exclusive(run_dir, "run folder", log):
-        yield prepare_run_dir(run_dir, resume)
+        yield prepare_run_dir(run_dir, resume, resumable)
 
 
 def _keep_metrics_until(path: Path, epoch: int) -> None:
@@ -227,8 +231,12 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
             for name, value in record.items():
                 if isinstance(value, (int, float)) and name not in ("epoch", "kind"):
                     writer.add_scalar(name, value, epoch)
-        log(f"{kind} epoch {epoch}/{cfg.optim.epochs}: loss {record.get('loss', float('nan')):.4f}, "
-            f"lr {lr:g}, {record['samples_per_s']:.1f} samples/s")
+        phase = model.phase(epoch) if hasattr(model, "phase") else None
+        if phase and (epoch == start_epoch or phase != model.phase(epoch - 1)):
+            log(f"{kind} {phase}: the loss sums these parts, so its scale changes with the phase")
+        parts = ", ".join(f"{name[5:]} {value:.4g}" for name, value in record.items() if name.startswith("loss/"))
+        log(f"{kind} epoch {epoch}/{cfg.optim.epochs}: loss {record.get('loss', float('nan')):.5g}"
+            + (f" ({parts})" if parts else "") + f", lr {lr:g}, {record['samples_per_s']:.1f} samples/s")
         bad = [name for name, value in model.state_dict().items()
                if value.is_floating_point() and not bool(torch.isfinite(value).all())]
         if bad:  # a finite loss can still leave inf/NaN weights (e.g. a huge learning rate)
@@ -243,6 +251,9 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
         save_checkpoint(last_good, payload)
         if epoch % cfg.run.save_interval == 0:
             save_checkpoint(run_dir / f"epoch{epoch:03d}.pt", payload)
+            if cfg.run.keep_last is not None:  # opt-in retention of the periodic checkpoints
+                for old in sorted(run_dir.glob("epoch[0-9][0-9][0-9].pt"))[:-cfg.run.keep_last]:
+                    old.unlink()
     if writer is not None:
         writer.close()
     return record

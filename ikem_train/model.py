@@ -135,6 +135,13 @@ class PretrainModel(nn.Module):
         """True in phase 2: epoch (1-based) > cross_epoch and more than one modality."""
         return len(self.modalities) > 1 and epoch > self.cross_epoch
 
+    def phase(self, epoch) -> str:
+        """What the loss of ``epoch`` sums, for the training log."""
+        if not self.is_cross_phase(epoch):
+            return "phase 1: one InfoNCE per modality (nce/*)"
+        parts = "cross/* + ikem/*" if self.use_ikem else "cross/*"
+        return f"phase 2 (after epoch {self.cross_epoch}): CrosSCLR mining + IKEM, {parts}"
+
     def forward(self, view1, view2, frames, epoch):
         """One training step's loss; updates key encoders and queues in place.
 

@@ -10,7 +10,6 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.par
 
 SHARED_DATA = Path(os.environ.get("IKEM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 NTU_DIR = SHARED_DATA / "ntu_rgbd_skeleton"
-KINECT_DIR = SHARED_DATA / "kinect_v2_msr_labanotation"
 META_DIR = SHARED_DATA / "ntu_rgbd_meta"
 
 
@@ -24,10 +23,11 @@ def ntu_dir():
 
 @pytest.fixture(scope="session")
 def kinect_dir():
-    """Folder of the MIT-licensed Kinect v2 CSV captures (skip when absent)."""
-    if not KINECT_DIR.is_dir():
-        pytest.skip(f"Kinect captures not found in {KINECT_DIR}")
-    return KINECT_DIR
+    """Folder of the MIT-licensed Kinect v2 CSV captures: the copy packaged with ikem, which
+    every installation has (the same bytes as ../shared/data's)."""
+    from ikem_data.demo_clips import capture_dir
+
+    return capture_dir()
 
 
 @pytest.fixture(scope="module")

@@ -157,3 +157,12 @@ def test_non_finite_weights_are_never_checkpointed(store, tmp_path):
 def test_a_non_finite_setting_is_refused(value):
     with pytest.raises(ConfigError, match="optim.lr: Input should be a finite number"):
         load_config(None, [f"optim.lr={value}"])
+
+
+def test_keep_last_keeps_only_the_newest_periodic_checkpoints(store, tmp_path):
+    cfg = _cfg(5, "run.save_interval=1", "run.keep_last=2", "run.max_steps_per_epoch=1")
+    ds = PretrainDataset(store, "ntu60-xsub", seed=cfg.data.seed)
+    run = prepare_run_dir(tmp_path / "keep", False)
+    seed_everything(cfg.data.seed)
+    train(StandIn(), ds, cfg, run, kind="pretrain", modalities=["joint"], log=lambda *a: None)
+    assert sorted(p.name for p in run.glob("*.pt")) == ["epoch004.pt", "epoch005.pt", "last.pt"]

@@ -56,3 +56,42 @@ def test_distill_refuses_a_teacher_that_is_not_six_modality(stores, tmp_path):
     assert result.exit_code == 0, result.output
     _fails(["distill", "--store", str(full), "--benchmark", "ntu60-xsub", "--run", str(tmp_path / "student"),
             "--teacher", str(teacher / "last.pt"), *TINY], "six modalities", "missing: motion")
+
+
+@pytest.mark.parametrize("command,hint", [("pretrain", "rerun the same command with --resume"),
+                                          ("linear", "nothing was finished; rerun it with a new --run-dir")])
+def test_ctrl_c_says_how_to_go_on(stores, tmp_path, monkeypatch, command, hint):
+    from ikem_train import jobs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs, command, interrupted)
+    full, _ = stores
+    args = [command, "--store", str(full), "--benchmark", "ntu60-xsub", "--run-dir", str(tmp_path / "r"), *TINY]
+    result = CliRunner().invoke(ikem_train, args + (["--random-init"] if command == "linear" else []))
+    assert result.exit_code == 130 and hint in result.output and "Aborted" not in result.output
+
+
+def test_an_evaluation_into_a_used_folder_is_refused_without_a_resume_hint(stores, tmp_path):
+    full, _ = stores
+    run = tmp_path / "used"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(ikem_train, ["linear", "--store", str(full), "--benchmark", "ntu60-xsub",
+                                             "--run-dir", str(run), "--random-init", *TINY])
+    assert result.exit_code != 0 and "choose a new --run-dir" in result.output and "--resume" not in result.output
+
+
+def test_the_training_log_names_the_phase_and_the_loss_parts(stores, tmp_path):
+    from ikem_train import jobs
+
+    full, _ = stores
+    lines = []
+    settings = ["data.batch_size=4", "data.num_workers=0", "model.queue_size=8", "optim.epochs=2",
+                "model.cross_epoch=1", "run.progress=false", "run.device=cpu", "model.modalities=[joint,bone]",
+                "model.hidden_channels=4", "model.hidden_dim=16", "model.feature_dim=8"]
+    jobs.pretrain(full, "ntu60-xsub", tmp_path / "p", overrides=settings, log=lines.append)
+    text = "\n".join(lines)
+    assert "phase 1: one InfoNCE per modality" in text and "phase 2 (after epoch 1)" in text
+    assert "(nce/joint " in text and "cross/bone " in text and "ikem/joint " in text
