@@ -93,3 +93,10 @@ def test_fuse_weights_the_saved_scores(tmp_path):
     _scores(tmp_path / "c", [[1, 0], [1, 0], [0, 1]], label, ["a", "b", "x"])
     with pytest.raises(FuseError, match="different val samples"):
         fuse_runs([(tmp_path / "a", 1.0), (tmp_path / "c", 1.0)])
+
+
+def test_fuse_names_a_folder_that_is_not_an_evaluation_and_a_way_that_works(tmp_path):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.yaml").write_text("linear: {}\n")
+    with pytest.raises(FuseError, match=r"half is not a finished linear evaluation; run .*--run-dir NEW_FOLDER"):
+        fuse_runs([(tmp_path / "half", 1.0)])
