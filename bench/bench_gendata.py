@@ -6,13 +6,24 @@ core) on the same real files from ../shared/data/ntu_rgbd_skeleton, several roun
 Then full `gendata` runs (1 and --workers processes) over the files linked --copies
 times under new names into a temporary folder, written to a temporary zarr store.
 
-    python bench/bench_gendata.py [--raw FOLDER] [--rounds 5]
+Last, the pyskl import: a pickle of --pyskl-samples samples in pyskl's own layout (the
+real files tiled under new subject ids, keypoint (M, T, 25, 3) float16, protocol 2 as
+pyskl's mmcv.dump writes) read by `gendata --input-format pyskl` into a zarr store, beside
+the baseline a user would write: plain `pickle.load` (unsafe on files from elsewhere: it
+runs whatever code the pickle carries) and numpy stacking into one zero-padded
+(N, 3, T_max, 25, 2) float32 array. Each runs in its own process, whose peak RSS is shown.
 
-Prints MB/s, files/s, the speed ratio and the peak RSS.
+    python bench/bench_gendata.py [--raw FOLDER] [--rounds 5] [--pyskl-samples 3000]
+
+Prints MB/s, files/s, the speed ratio and the peak RSS; samples/s and peak RSS for the
+pyskl import and its baseline.
 """
 
 import argparse
+import json
+import pickle
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,15 +78,87 @@ def timed(reader, files, rounds):
 
 
 def peak_rss_mb():
+    """Peak RSS of this process image. Linux keeps ru_maxrss across exec, so a child would
+    report its parent's peak too; VmHWM is the peak of the current image alone."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def write_pyskl_pickle(files, path, samples):
+    """A pyskl-format pickle of ``samples`` samples: the real files tiled under new subject ids."""
+    from ikem_data.skeleton import load_xyz
+
+    sources = []
+    for file in files:
+        xyz, frames, _ = load_xyz(file)
+        persons = 2 if xyz[..., 1].any() else 1
+        sources.append((file.stem, np.ascontiguousarray(xyz[..., :persons].transpose(3, 1, 2, 0)).astype(np.float16),
+                        frames))
+    annotations = []
+    for k in range(samples):
+        stem, keypoint, frames = sources[k % len(sources)]
+        name = f"{stem[:8]}P{k // len(sources) + 1:03d}{stem[12:]}"
+        annotations.append(dict(frame_dir=name, label=int(stem[-3:]) - 1, keypoint=keypoint.copy(),
+                                total_frames=frames))
+    names = [a["frame_dir"] for a in annotations]
+    train = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
+    split = dict(xsub_train=[n for n in names if int(n[9:12]) in train],
+                 xsub_val=[n for n in names if int(n[9:12]) not in train],
+                 xview_train=[n for n in names if n[5:8] != "001"], xview_val=[n for n in names if n[5:8] == "001"])
+    with open(path, "wb") as f:
+        pickle.dump(dict(split=split, annotations=annotations), f, protocol=2)
+    return sum(a["keypoint"].nbytes for a in annotations)
+
+
+def child(kind, pkl, out):
+    """Run one pyskl import in this (fresh) process; print seconds and peak RSS as JSON."""
+    start = time.perf_counter()
+    if kind == "ikem":
+        from ikem_data.gendata import gendata
+
+        state = gendata(pkl, out, input_format="pyskl", progress=False, log=lambda m: None)
+        n = state["n_samples"]
+    else:  # BASELINE, what a user would write: plain pickle.load (runs any code in the file) + stacking
+        with open(pkl, "rb") as f:
+            data = pickle.load(f)
+        annotations = data["annotations"]
+        n, t_max = len(annotations), max(a["keypoint"].shape[1] for a in annotations)
+        xyz = np.zeros((n, 3, t_max, 25, 2), dtype=np.float32)
+        for i, a in enumerate(annotations):
+            kp = a["keypoint"]
+            xyz[i, :, : kp.shape[1], :, : kp.shape[0]] = kp.transpose(3, 1, 2, 0)
+        np.save(out, xyz)
+    print(json.dumps(dict(seconds=time.perf_counter() - start, samples=n, rss_mb=peak_rss_mb())))
+
+
+def bench_pyskl(files, samples, tmp):
+    pkl = Path(tmp) / "bench_3danno.pkl"
+    data_mb = write_pyskl_pickle(files, pkl, samples) / 1e6
+    print(f"pyskl import: {samples} samples, keypoints {data_mb:.1f} MB float16, pickle {pkl.stat().st_size / 1e6:.1f} "
+          f"MB; one process each")
+    for kind, label, out in (("ikem", "ikem gendata --input-format pyskl (zarr)", "pyskl.zarr"),
+                             ("baseline", "baseline pickle.load + numpy stack (.npy)", "baseline.npy")):
+        run = subprocess.run([sys.executable, __file__, "--child", kind, str(pkl), str(Path(tmp) / out)],
+                             capture_output=True, text=True, check=True)
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        print(f"{label:<44} {result['samples'] / result['seconds']:8.0f} samples/s  "
+              f"peak RSS {result['rss_mb']:6.0f} MB")
+
+
 def main():
+    if sys.argv[1:2] == ["--child"]:
+        return child(*sys.argv[2:5])
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--raw", type=Path, default=DEFAULT_RAW, help="folder of .skeleton files")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (best is kept)")
     parser.add_argument("--copies", type=int, default=20, help="links of each file for the gendata run")
     parser.add_argument("--workers", type=int, default=2, help="workers for the second gendata run")
+    parser.add_argument("--pyskl-samples", type=int, default=3000, help="samples in the pyskl pickle (0: skip)")
     args = parser.parse_args()
     files = sorted(args.raw.glob("*.skeleton"))
     if not files:
@@ -109,6 +192,9 @@ def main():
             print(f"gendata end to end ({copies} files, {workers} worker{'s' if workers > 1 else ''}, zarr): "
                   f"{size / t_gen:8.2f} MB/s  {copies / t_gen:8.1f} files/s")
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
+    if args.pyskl_samples:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_pyskl(files, args.pyskl_samples, tmp)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ import click
 
 # Stage keys shown in the overview of a stage, not repeated under "other".
 _SHOWN = {"complete", "params", "failed", "pre_failed", "ignored"}
+# What each gendata input format is, for the "source:" line.
+_SOURCES = {"ntu": "NTU RGB+D .skeleton files", "kinect-csv": "Kinect v2 CSV captures",
+            "pyskl": "pyskl annotation pickle", "pku-mmd": "PKU-MMD skeleton and label files"}
+# Root attributes shown in the overview, not repeated at the end.
+_ROOT_SHOWN = ("format", "version", "ikem_version", "gendata", "layout")
 # Said of a complete store without splits/ when its gendata stage gives no reason.
 _NO_BENCHMARK = ("training needs a benchmark (splits/<name>/train and val); for Kinect input, add a split "
                  "column (train or val on every row) to the labels table and rerun gendata with --overwrite")
@@ -25,6 +30,8 @@ def describe(store, max_failed=20):
     """Lines of text describing ``store`` (an open :class:`ikem_data.store.Store`)."""
     import numpy as np
 
+    from ikem_data.layouts import KINECT_V2_25
+
     attrs = store.attrs.to_dict()
     lines = [f"store:     {store.path} ({store.kind}, {attrs.get('format')} v{attrs.get('version')}, "
              f"ikem {attrs.get('ikem_version')})"]
@@ -38,7 +45,10 @@ def describe(store, max_failed=20):
             f"INCOMPLETE: {gen.get('written', 0)} samples written, {gen.get('next_file', 0)} of "
             f"{params.get('n_inputs', '?')} files done (rerun the same gendata command to continue)")
         lines.append(f"gendata:   {state}")
-        lines.append(f"dataset:   {params.get('dataset')}  ({params.get('input_format')} input from {params.get('raw')})")
+        fmt = params.get("input_format")
+        lines.append(f"dataset:   {params.get('dataset')}")
+        lines.append(f"source:    {fmt} ({_SOURCES.get(fmt, 'unknown format')}) from {params.get('raw')}; "
+                     f"bodies: {params.get('body_policy')}")
         lines.append(f"samples:   N = {n}; ignored by list: {gen.get('skipped', 0)}; failed: {len(gen.get('failed', []))}")
         if "raw/xyz" in store:
             lines.append(f"raw/xyz:   {tuple(store['raw/xyz'].shape)} {store['raw/xyz'].dtype} "
@@ -59,6 +69,9 @@ def describe(store, max_failed=20):
                 lines.append(f"  {item.get('reason') or item.get('file')}")
             if len(failed) > max_failed:
                 lines.append(f"  ... {len(failed) - max_failed} more (ikem-data info --json)")
+    layout = attrs.get("layout")
+    lines.append(f"layout:    {layout}" if layout else
+                 f"layout:    not recorded (a store made before ikem recorded layouts: {KINECT_V2_25})")
     benchmarks = store.benchmarks()
     if not benchmarks and gen is not None and gen.get("complete"):
         lines.append("splits:    none: this store has no benchmark to train or evaluate on")
@@ -78,7 +91,7 @@ def describe(store, max_failed=20):
                     sizes.append(f"{part} -")
             lines.append(f"  {name:<12} " + ", ".join(sizes))
     for stage, value in attrs.items():
-        if stage in ("format", "version", "ikem_version", "gendata") or not isinstance(value, dict):
+        if stage in _ROOT_SHOWN or not isinstance(value, dict):
             continue
         state = "complete" if value.get("complete") else "INCOMPLETE"
         lines.append(f"{stage}: {state}")
@@ -88,7 +101,7 @@ def describe(store, max_failed=20):
             if key not in _SHOWN:
                 lines.append(f"  {key}: {item}")
     for stage, value in attrs.items():
-        if stage not in ("format", "version", "ikem_version") and not isinstance(value, dict):
+        if stage not in _ROOT_SHOWN and not isinstance(value, dict):
             lines.append(f"{stage}: {value}")
     return lines
 

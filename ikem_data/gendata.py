@@ -2,9 +2,13 @@
 
 Flow (DESIGN.md §3):
 
-1. list the inputs (NTU ``.skeleton`` files sorted by name, minus the ignore list; or the
-   files of a Kinect labels CSV); names, ids and the table are checked here;
-2. the *check pass*: workers parse every file in full (values checked, nothing kept).
+1. list the inputs (:func:`plan`): NTU ``.skeleton`` files sorted by name, minus the
+   ignore list; the files of a Kinect labels CSV; the annotations of a pyskl pickle
+   (:mod:`ikem_data.pyskl`, loaded once, here, by a restricted unpickler); or the labelled
+   segments of PKU-MMD videos (:mod:`ikem_data.pku`). Names, ids, labels and splits are
+   checked here; an input that is wrong on its own (a bad label row, an annotation
+   without a key) is a failure like a malformed file below;
+2. the *check pass*: workers parse every input in full (values checked, nothing kept).
    ``T_max`` is the longest sequence among the files that parse, so a bogus header, or a
    file left out by ``on_error="skip"``, never sizes the store; with ``on_error="stop"``
    a malformed file stops the run here, before anything is written;
@@ -12,7 +16,7 @@ Flow (DESIGN.md §3):
    and ``attrs["gendata"]`` (``complete`` false) written, and only then renamed to
    ``out``: an interruption before the rename leaves ``out`` as it was (the next run
    removes the leftover), one after it leaves a store that a rerun continues;
-4. the *write pass*: workers parse files again and return arrays; the parent alone
+4. the *write pass*: workers parse inputs again and return arrays; the parent alone
    writes them, in sample order, a few chunks of ``chunk_size`` samples at a time;
    after each write the data is flushed and then ``next_file``/``written`` (and a
    fingerprint of the files done) are saved, so an interruption (Ctrl-C, kill, a file
@@ -31,6 +35,12 @@ message offers works as written: fix the file, or remove it, and rerun the same
 command; or rerun with ``--on-error skip``. Anything else is refused unless
 ``overwrite``, which replaces a store (also a damaged one that cannot be opened) but
 never a file or folder that is not an ikem store.
+
+Every input becomes the same store: ``raw/`` as DESIGN.md §3, ``attrs["layout"]`` =
+:data:`ikem_data.layouts.KINECT_V2_25` (NTU, Kinect v2 and PKU-MMD joints alike). A pyskl
+pickle is parsed in this process (its arrays are already in memory, and handing them to
+workers would copy them); PKU-MMD tasks go to workers one video at a time (all segments
+of a video together), so a video is parsed once per pass, not once per segment.
 
 One writer at a time: ``out`` is locked (:func:`ikem_data.locks.exclusive`) for the
 whole run, so a second gendata or modalities on it is refused, and the leftover of an
@@ -63,9 +73,10 @@ import numpy as np
 
 from ikem_data import __version__
 from ikem_data import ntu
+from ikem_data.layouts import KINECT_V2_25
 from ikem_data.store import is_hdf5_path, open_store
 
-INPUT_FORMATS = ("ntu", "kinect-csv")
+INPUT_FORMATS = ("ntu", "kinect-csv", "pyskl", "pku-mmd")
 ON_ERROR = ("stop", "skip")
 ID_FIELDS = ("setup", "camera", "subject", "replication")
 NUM_JOINTS = 25
@@ -108,19 +119,30 @@ def _worker_init():
 
 
 def load_sample(task):
-    """Parse one input file (runs in a worker).
+    """Parse one input (runs in a worker).
 
     Args:
-        task: ``(path, input_format, body_policy, max_bodies, frames_only)``.
+        task: ``(source, input_format, body_policy, max_bodies, frames_only)``; the
+            source is a file path (NTU, Kinect), or the tuple ``sample["source"]`` of a
+            pyskl annotation or PKU-MMD segment, whose first item says where it is.
 
     Returns:
         ``("ok", xyz (3, T, 25, M) float32, n_frames, n_bodies)``, or with
-        ``frames_only`` ``("ok", n_frames)`` (the file is parsed and checked in full, its
-        data dropped); ``("error", message)`` for a malformed or unreadable file, the
-        message naming the file (and the line where there is one).
+        ``frames_only`` ``("ok", n_frames)`` (the input is parsed and checked in full, its
+        data dropped); ``("error", message)`` for a malformed or unreadable input, the
+        message naming the file (and the line or sample where there is one).
     """
-    path, input_format, body_policy, max_bodies, frames_only = task
+    source, input_format, body_policy, max_bodies, frames_only = task
+    path = source if isinstance(source, (str, os.PathLike)) else source[0]
     try:
+        if input_format == "pyskl":
+            from ikem_data.pyskl import load_annotation
+
+            return load_annotation(source, max_bodies, frames_only)
+        if input_format == "pku-mmd":
+            from ikem_data.pku import load_segment
+
+            return load_segment(source, max_bodies, frames_only)
         if input_format == "ntu":
             from ikem_data.skeleton import load_xyz, read_skeleton
 
@@ -142,6 +164,17 @@ def load_sample(task):
         if str(path) not in message:
             message = f"{path}: {message}"
         return ("error", message)
+
+
+def load_samples(tasks):
+    """:func:`load_sample` over a list of tasks (one submission to a worker: a PKU-MMD
+    video's segments, which then share the worker's parse of the video)."""
+    return [load_sample(task) for task in tasks]
+
+
+def _group(task):
+    """Tasks with the same key go to one worker together (None: alone)."""
+    return task[0][1] if task[1] == "pku-mmd" else None
 
 
 class _Parsers:
@@ -172,10 +205,12 @@ class _Parsers:
             # process can deadlock the child.
             self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_init,
                                             mp_context=multiprocessing.get_context("spawn"))
-        depth = 4 * self.workers
+        grouped = self.input_format == "pku-mmd"
+        # PKU-MMD: up to 64 segments of a video per submission, two per worker in flight.
+        depth = 2 * self.workers * 64 if grouped else 4 * self.workers
         if result_bytes:
             depth = max(1, min(depth, WRITE_BUFFER_BYTES // result_bytes))
-        return _ordered(self.pool, tasks, depth=depth)
+        return _ordered(self.pool, tasks, depth=depth, group_limit=max(1, depth // (2 * self.workers)))
 
     def close(self):
         if self.pool is not None:
@@ -183,31 +218,56 @@ class _Parsers:
             self.pool = None
 
 
-def _ordered(pool, tasks, depth):
-    """Submit tasks with at most ``depth`` in flight; yield ``(key, result)`` in task order."""
-    inflight = deque()
+def _ordered(pool, tasks, depth, group_limit=1):
+    """Submit tasks with at most ``depth`` in flight; yield ``(key, result)`` in task order.
 
-    def result(key, task, future):
+    Consecutive tasks of one :func:`_group` (at most ``group_limit``) are submitted together.
+    """
+    inflight = deque()  # (keys, tasks, future of the list of their results)
+    in_flight = 0
+    batch_keys, batch = [], []
+
+    def submit():
+        nonlocal in_flight
+        inflight.append((list(batch_keys), list(batch), pool.submit(load_samples, list(batch))))
+        in_flight += len(batch)
+        batch_keys.clear()
+        batch.clear()
+
+    def results():
+        nonlocal in_flight
+        keys, group, future = inflight.popleft()
+        in_flight -= len(group)
         try:
-            return key, future.result()
+            done = future.result()
         except BrokenProcessPool:
-            raise GendataError(f"a parser worker process died while reading {task[0]} (killed, or out of "
+            where = group[0][0] if isinstance(group[0][0], (str, os.PathLike)) else group[0][0][0]
+            raise GendataError(f"a parser worker process died while reading {where} (killed, or out of "
                                f"memory?); rerun the same command to continue") from None
+        return zip(keys, done)
 
     for key, task in tasks:
-        inflight.append((key, task, pool.submit(load_sample, task)))
-        if len(inflight) >= depth:
-            yield result(*inflight.popleft())
+        if batch and (_group(task) is None or _group(task) != _group(batch[-1]) or len(batch) >= group_limit):
+            submit()
+        batch_keys.append(key)
+        batch.append(task)
+        while in_flight >= depth:
+            yield from results()
+    if batch:
+        submit()
     while inflight:
-        yield result(*inflight.popleft())
+        yield from results()
 
 
 # -- planning --------------------------------------------------------------------------
 
 def _sample_line(sample):
-    if sample["ids"][0] > 0:  # NTU: label and ids follow from the name (hashed alone, as ikem 0.1 did)
-        return f"{sample['name']}\n".encode()
-    return f"{sample['name']}\t{sample['label']}\t{sample['split']}\n".encode()  # Kinect: the table's too
+    if sample["ids"][0] > 0 and sample["split"] is None:  # raw NTU: label and ids follow from the name
+        return f"{sample['name']}\n".encode()  # (hashed alone, as ikem 0.1 did)
+    line = f"{sample['name']}\t{sample['label']}\t{sample['split']}"  # Kinect, pyskl: the table's too
+    if sample.get("extra"):  # PKU-MMD: and the segment's frames
+        line += f"\t{sample['extra']}"
+    return f"{line}\n".encode()
 
 
 def _fingerprint(samples):
@@ -222,15 +282,24 @@ def plan(raw=None, *, input_format="ntu", dataset=None, labels=None, body_policy
          ignore_list=None, on_error="stop", chunk_size=16):
     """Resolve the inputs and the parameters that identify a store.
 
+    Args:
+        raw: NTU or Kinect folder, pyskl ``.pkl`` file, or PKU-MMD folder.
+        input_format, dataset, labels, body_policy, max_bodies, ignore_list, on_error,
+            chunk_size: as :func:`gendata`.
+
     Returns:
         dict with ``params`` (JSON-able; equal params mean "the same command"),
-        ``samples`` (list of dicts: name, path, label, ids, split) and ``skipped``
-        (names left out by the ignore list).
+        ``samples`` (list of dicts: name, path, label, ids, split, and for pyskl and
+        PKU-MMD ``source``, the task of :func:`load_sample`), ``skipped`` (names left out
+        by the ignore list), ``failed`` (inputs wrong on their own, recorded with
+        ``on_error="skip"``: ``{"file", "reason"}``) and ``notes``.
 
     Raises:
         GendataError: a bad argument or input (missing/empty folder, a file name that is
             not a valid sample name or has an id 0, an entry that is not a regular file,
-            a bad labels table, ...).
+            a bad labels table, a pickle that is not pyskl's or asks for a class outside
+            the allowed list, a missing PKU-MMD split file, ...); with
+            ``on_error="stop"`` also the first input that is wrong on its own.
     """
     if input_format not in INPUT_FORMATS:
         raise GendataError(f"--input-format must be one of {', '.join(INPUT_FORMATS)}, not {input_format!r}")
@@ -240,6 +309,9 @@ def plan(raw=None, *, input_format="ntu", dataset=None, labels=None, body_policy
         raise GendataError(f"--bodies must be listed or tracked, not {body_policy!r}")
     if int(chunk_size) < 1 or int(max_bodies) < 1:
         raise GendataError("chunk size and max bodies must be positive")
+    if input_format in ("pyskl", "pku-mmd"):
+        return _plan_dataset(raw, input_format, dataset, labels, body_policy, max_bodies, ignore_list, on_error,
+                             chunk_size)
     samples, skipped = [], []
     try:
         if input_format == "ntu":
@@ -291,7 +363,60 @@ def plan(raw=None, *, input_format="ntu", dataset=None, labels=None, body_policy
         on_error=on_error, chunk_size=int(chunk_size),
         n_inputs=len(samples), inputs_sha1=_fingerprint(samples),
     )
-    return dict(params=params, samples=samples, skipped=skipped)
+    return dict(params=params, samples=samples, skipped=skipped, failed=[], notes=[])
+
+
+#: The body selection a store from these inputs has (the input made it, not ikem).
+_BODIES = {"pyskl": "pyskl", "pku-mmd": "as-recorded"}
+
+
+def _plan_dataset(raw, input_format, dataset, labels, body_policy, max_bodies, ignore_list, on_error, chunk_size):
+    """:func:`plan` for a pyskl pickle or a PKU-MMD folder."""
+    what = "a pyskl annotation pickle (.pkl)" if input_format == "pyskl" else "the PKU-MMD folder"
+    if raw is None:
+        raise GendataError(f"--raw is required for --input-format {input_format}: {what}")
+    if labels is not None:
+        raise GendataError("--labels applies to --input-format kinect-csv only")
+    if body_policy != "listed":
+        raise GendataError(f"--bodies applies to NTU .skeleton input; {input_format} input comes with its bodies "
+                           f"already chosen ({_BODIES[input_format]})")
+    try:
+        ignored = frozenset(ntu.read_ignore_list(ignore_list)) if ignore_list is not None else frozenset()
+        if input_format == "pyskl":
+            from ikem_data import pyskl
+
+            if dataset not in (None,) + ntu.DATASETS:
+                raise GendataError(f"--dataset for a pyskl pickle is ntu60 or ntu120, not {dataset}")
+            if not Path(raw).is_file():
+                raise GendataError(f"pyskl pickle {raw} does not exist or is not a file")
+            found = pyskl.plan_samples(raw, dataset, ignored)
+            extra = {}
+        else:
+            from ikem_data import pku
+
+            found = pku.plan_samples(raw, dataset, ignored)
+            extra = dict(split_files=found["split_files"],
+                         segment_frames="rows start..end-1 of the skeleton file (0-based, end excluded), as MAMP")
+    except GendataError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise GendataError(str(exc)) from None
+    samples, failed = found["samples"], found["failed"]
+    if failed and on_error == "stop":
+        raise GendataError(f"{failed[0]['reason']} (nothing was written: fix the input and rerun, or rerun with "
+                           f"--on-error skip to leave it out)")
+    if not samples:
+        first = f"; first failure: {failed[0]['reason']}" if failed else ""
+        raise GendataError(f"no samples left in {raw} ({len(found['skipped'])} ignored, {len(failed)} failed){first}")
+    params = dict(
+        input_format=input_format, dataset=found["dataset"], raw=str(Path(raw).resolve()), labels=None,
+        body_policy=_BODIES[input_format], max_bodies=int(max_bodies),
+        ignore_list=str(Path(ignore_list).resolve()) if ignore_list is not None else None,
+        on_error=on_error, chunk_size=int(chunk_size), **extra,
+        n_inputs=len(samples), inputs_sha1=_fingerprint(samples),
+    )
+    return dict(params=params, samples=samples, skipped=found["skipped"], failed=failed,
+                notes=found.get("notes", []))
 
 
 def _params_diff(old, new):
@@ -437,15 +562,21 @@ def gendata(raw=None, out=None, *, input_format="ntu", dataset=None, labels=None
     """Build (or continue) the ``raw/`` part of a store from raw files.
 
     Args:
-        raw: folder of ``.skeleton`` files (NTU) or of Kinect CSVs (optional with ``labels``).
+        raw: folder of ``.skeleton`` files (NTU) or of Kinect CSVs (optional with
+            ``labels``); a pyskl annotation pickle; a PKU-MMD folder (``skeleton/``,
+            ``label/``, split files).
         out: store path (zarr directory; HDF5 when it ends in ``.h5``/``.hdf5``).
-        input_format: ``"ntu"`` or ``"kinect-csv"``.
-        dataset: ``"ntu60"`` or ``"ntu120"``; inferred from the ids when ``None``.
+        input_format: ``"ntu"``, ``"kinect-csv"``, ``"pyskl"`` (3D NTU pickles, see
+            :mod:`ikem_data.pyskl`) or ``"pku-mmd"`` (see :mod:`ikem_data.pku`).
+        dataset: ``"ntu60"`` or ``"ntu120"`` (NTU, pyskl; inferred from the ids when
+            ``None``), ``"pku1"`` or ``"pku2"`` (PKU-MMD; inferred from the split files).
         labels: ``file,label[,split]`` CSV for Kinect input (label 0-based).
-        body_policy: ``"listed"`` (reference) or ``"tracked"`` (see ``ikem_data.skeleton``).
+        body_policy: ``"listed"`` (reference) or ``"tracked"`` (see ``ikem_data.skeleton``);
+            NTU files only (pyskl and PKU-MMD inputs come with their bodies chosen).
         max_bodies: slots M.
         ignore_list: text file of sample names to leave out; default: the official
-            missing-skeleton list of the dataset (packaged).
+            missing-skeleton list of the dataset (packaged) for NTU files, none otherwise
+            (PKU-MMD: video or ``<video>_<k>`` names).
         on_error: a malformed file: ``"stop"`` (raise; before anything is written when
             the check pass finds it, else the store stays resumable) or ``"skip"``
             (record it and go on). Not part of the store's identity: a rerun may switch.
@@ -506,26 +637,33 @@ def _gendata(out, job, overwrite, workers, progress, write_chunks, stop_after_ch
             return old
         if decision == "resume":
             state = dict(old, params=params)  # on_error and the files still to do are this run's
+            recorded = {f["file"] for f in state["failed"]}
+            state["failed"] = state["failed"] + [f for f in job["failed"] if f["file"] not in recorded]
             log(f"resuming {out}: {old['written']} samples written, {old['next_file']} of {len(samples)} files done")
+            if store.attrs.get("layout") is None:  # made before stores recorded their layout
+                store.attrs["layout"] = KINECT_V2_25
         else:
             store.close()
             store = None
             if not overwrite:
                 raise GendataError(f"{out} was made with other arguments ({why}); use --overwrite to replace it")
 
-    parsers = _Parsers(workers, params["input_format"])
+    # A pyskl pickle's arrays are in this process already: sending them to workers would copy them.
+    parsers = _Parsers(1 if params["input_format"] == "pyskl" else workers, params["input_format"])
     try:
         if state is None:
             t_max, failures = _check(samples, params, parsers, progress)
             state = _create(out, partial, job, t_max)
-            log(f"{len(samples)} files, longest sequence {t_max} frames"
+            log(f"{len(samples)} {'files' if params['input_format'] in ('ntu', 'kinect-csv') else 'samples'}, "
+                f"longest sequence {t_max} frames"
                 + (f", {len(job['skipped'])} ignored by the list" if job["skipped"] else "")
+                + (f"; {len(job['failed'])} inputs failed the plan and are left out" if job["failed"] else "")
                 + (f"; {len(failures)} failed the check and will be left out" if failures else ""))
             store = open_store(out, "r+")
         try:
             state = _run(store, state, samples, params, parsers, progress, write_chunks, stop_after_chunks)
             if state["next_file"] >= len(samples) and not state["complete"]:
-                state = _finish(store, state, samples, params, job["skipped"])
+                state = _finish(store, state, samples, params, job["skipped"], job["notes"])
                 log(f"wrote {state['n_samples']} samples to {out}"
                     + (f"; {len(state['failed'])} files failed (see ikem-data info)" if state["failed"] else "")
                     + (f"; {state['skipped']} ignored" if state["skipped"] else ""))
@@ -547,8 +685,8 @@ def _check(samples, params, parsers, progress):
     """
     from tqdm import tqdm
 
-    tasks = ((k, (s["path"], params["input_format"], params["body_policy"], params["max_bodies"], True))
-             for k, s in enumerate(samples))
+    tasks = ((k, (s.get("source", s["path"]), params["input_format"], params["body_policy"], params["max_bodies"],
+                  True)) for k, s in enumerate(samples))
     t_max, failures = 0, []
     bar = tqdm(total=len(samples), unit="file", disable=not progress, smoothing=0.1, desc="checking")
     try:
@@ -573,11 +711,13 @@ def _create(out, partial, job, t_max):
     params, samples = job["params"], job["samples"]
     name_width = max(1, max(len(s["name"].encode()) for s in samples))
     state = dict(complete=False, params=params, ikem_version=__version__, t_max=max(int(t_max), 1),
-                 next_file=0, written=0, done_sha1=_fingerprint([]), failed=[], skipped=len(job["skipped"]),
+                 next_file=0, written=0, done_sha1=_fingerprint([]), failed=list(job["failed"]),
+                 skipped=len(job["skipped"]),
                  ignored=list(job["skipped"]), started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     store = open_store(partial, "w")
     try:
         _create_arrays(store, len(samples), state["t_max"], params["max_bodies"], params["chunk_size"], name_width)
+        store.attrs["layout"] = KINECT_V2_25  # NTU, Kinect v2 and PKU-MMD: the same 25 joints
         _save_state(store, state)
     finally:
         store.close()
@@ -641,8 +781,8 @@ def _run(store, state, samples, params, parsers, progress, write_chunks, stop_af
 
     from tqdm import tqdm
 
-    tasks = ((k, (samples[k]["path"], params["input_format"], params["body_policy"], m, False))
-             for k in range(start, len(samples)))
+    tasks = ((k, (samples[k].get("source", samples[k]["path"]), params["input_format"], params["body_policy"], m,
+                  False)) for k in range(start, len(samples)))
     bar = tqdm(total=len(samples), initial=start, unit="file", disable=not progress, smoothing=0.1,
                desc="gendata")
     try:
@@ -672,7 +812,19 @@ def _run(store, state, samples, params, parsers, progress, write_chunks, stop_af
     return state
 
 
-def _finish(store, state, samples, params, skipped):
+def _membership_splits(names, samples):
+    """``{benchmark: {part: int64 indices}}`` from each sample's ``split`` (``"b/part,b2/part"``)."""
+    by_name = {s["name"]: s["split"] for s in samples}
+    entries = {e for s in samples for e in s["split"].split(",") if e}
+    splits = {b: {"train": [], "val": []} for b in sorted({e.split("/")[0] for e in entries})}
+    for index, name in enumerate(names):
+        for entry in filter(None, by_name[name].split(",")):
+            benchmark, part = entry.split("/")
+            splits[benchmark][part].append(index)
+    return {b: {p: np.asarray(v, dtype=np.int64) for p, v in parts.items()} for b, parts in splits.items()}
+
+
+def _finish(store, state, samples, params, skipped, notes=()):
     """Shrink to the samples written (and T_max to the longest), write the splits, then mark complete."""
     n = state["written"]
     if n == 0:
@@ -693,9 +845,11 @@ def _finish(store, state, samples, params, skipped):
         xyz.resize((xyz.shape[0], xyz.shape[1], t_stored) + tuple(xyz.shape[3:]))
     state["t_max"] = t_stored
     names = store.names()
-    notes = []
+    notes = list(notes)
     if params["input_format"] == "ntu":
         splits = ntu.benchmark_splits([ntu.parse_name(name) for name in names], params["dataset"])
+    elif params["input_format"] in ("pyskl", "pku-mmd"):
+        splits = _membership_splits(names, samples)
     else:
         by_name = {s["name"]: s["split"] for s in samples}
         splits = {}

@@ -9,7 +9,8 @@ MODALITIES = ("joint", "motion", "bone", "acceleration", "rotation_axis", "angul
 MODALITY_ALIASES = {"omega": "angular_velocity", "rotation": "rotation_axis", "accel": "acceleration"}
 STUDENT_MODALITIES = ("joint", "motion", "bone")
 
-BENCHMARKS = ("ntu60-xsub", "ntu60-xview", "ntu120-xsub", "ntu120-xset")
+BENCHMARKS = ("ntu60-xsub", "ntu60-xview", "ntu120-xsub", "ntu120-xset",
+              "pku1-xsub", "pku1-xview", "pku2-xsub", "pku2-xview")
 
 STORE_FORMAT = "ikem-store"
 STORE_VERSION = 1

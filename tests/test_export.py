@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from ikem_cli.data import main
 from ikem_data.build_modalities import build_modalities
-from ikem_data.export import ExportError, export_benchmark
+from ikem_data.export import ExportError, export_benchmark, export_pyskl
+from ikem_data.pyskl import load_pickle
 from ikem_data.store import open_store
 from test_build_modalities import write_raw_store
 
@@ -71,3 +72,66 @@ def test_command_line(tmp_path, store_path):
     result = runner.invoke(main, ["export", str(store_path), "--benchmark", "nope", "--to", str(tmp_path / "p")])
     assert result.exit_code != 0 and "benchmark 'nope' not in store" in result.output
     assert "Traceback" not in result.output
+
+
+def test_pyskl_export_keeps_values_order_and_split_order(tmp_path, store_path):
+    result = export_pyskl(store_path, tmp_path / "out" / "s.pkl", block=3)
+    data = load_pickle(tmp_path / "out" / "s.pkl")
+    with open_store(store_path) as store:
+        xyz, frames, labels, names = store["raw/xyz"][:], store["raw/frames"][:], store["raw/label"][:], store.names()
+        assert data["split"] == {f"{short}_{part}": [names[i] for i in store.split(bench, part)]
+                                 for bench, short in (("ntu60-xsub", "xsub"), ("ntu60-xview", "xview"))
+                                 for part in ("train", "val")}
+        assert data["split"]["xview_train"] == [names[i] for i in (6, 1, 4, 2)]  # the split's own order
+    assert [a["frame_dir"] for a in data["annotations"]] == names and result["samples"] == 7
+    for i, a in enumerate(data["annotations"]):
+        assert a["label"] == int(labels[i]) and a["total_frames"] == int(frames[i])
+        want = np.stack([xyz[i, :, : frames[i], :, m].transpose(1, 2, 0) for m in range(2)])  # (M, T, V, C)
+        assert a["keypoint"].dtype == np.float32 and a["keypoint"].flags.c_contiguous
+        np.testing.assert_array_equal(a["keypoint"], want)
+    single = write_raw_store(tmp_path / "one.zarr", np.pad(np.ones((2, 3, 4, 25, 1), np.float32),
+                                                          [(0, 0)] * 4 + [(0, 1)]), [3, 4],
+                             ["S001C001P001R001A001", "S001C001P002R001A002"])
+    export_pyskl(single, tmp_path / "one.pkl", dtype="float16")
+    keypoints = [a["keypoint"] for a in load_pickle(tmp_path / "one.pkl")["annotations"]]
+    assert [k.shape for k in keypoints] == [(1, 3, 25, 3), (1, 4, 25, 3)]  # pyskl's M: the bodies present
+    assert all(k.dtype == np.float16 and (k == 1).all() for k in keypoints)
+
+
+def test_format_options_are_checked(tmp_path, store_path):
+    runner = CliRunner()
+    for args, message in ((["--to", str(tmp_path / "r")], "--benchmark is required for --format reference"),
+                          (["--format", "pyskl", "--benchmark", "ntu60-xsub", "--to", str(tmp_path / "p.pkl")],
+                           "--benchmark applies to --format reference"),
+                          (["--format", "pyskl", "--to", str(tmp_path)], "is a folder; the pyskl export is one"),
+                          (["--format", "pyskl", "--dtype", "float64", "--to", str(tmp_path / "p.pkl")],
+                           "Invalid value for '--dtype'")):
+        result = runner.invoke(main, ["export", str(store_path)] + args)
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output, args
+    (tmp_path / "file").write_text("x")
+    result = runner.invoke(main, ["export", str(store_path), "--benchmark", "ntu60-xsub",
+                                  "--to", str(tmp_path / "file")])
+    assert result.exit_code != 0 and "is a file; --format reference writes a folder" in result.output
+    unfinished = write_raw_store(tmp_path / "u.zarr", np.ones((2, 3, 4, 25, 2), np.float32), [4, 4],
+                                 ["S001C001P001R001A001", "S001C001P001R001A002"], complete=False)
+    with pytest.raises(ExportError, match="no complete gendata stage"):
+        export_pyskl(unfinished, tmp_path / "u.pkl")
+    assert not (tmp_path / "u.pkl").exists()
+
+
+def test_an_interrupted_pyskl_export_leaves_the_old_file(tmp_path, store_path, monkeypatch):
+    import ikem_data.export as export_module
+
+    target = tmp_path / "s.pkl"
+    target.write_bytes(b"old")
+    real = export_module._annotations
+
+    def interrupted(*args):
+        items = real(*args)
+        yield next(items)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_module, "_annotations", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_pyskl(store_path, target, overwrite=True)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir() if "pkl" in p.name] == ["s.pkl"]
