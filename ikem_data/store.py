@@ -15,8 +15,10 @@ path                          shape, dtype                meaning
 ``modalities/<name>``         (N, 3, 50, 25, M) f4        written by ``ikem-data modalities``
 ============================  ==========================  ==========================================
 
-Root attributes: ``format``, ``version``, ``ikem_version`` and one dict per stage
-(``gendata``, ``modalities``, ...), each ``{"complete": bool, "params": {...}, ...}``.
+Root attributes: ``format``, ``version``, ``ikem_version``, ``layout`` (the skeleton
+layout's name, :mod:`ikem_data.layouts`; absent in stores from before it: Kinect v2) and
+one dict per stage (``gendata``, ``modalities``, ...), each ``{"complete": bool,
+"params": {...}, ...}``.
 A stage marks itself complete last, after all of its data is flushed.
 
 Both back ends expose arrays that support numpy slicing for reading and writing
