@@ -13,6 +13,7 @@ from ikem_data import __version__
         "info": "ikem_cli.info:info",
         "modalities": "ikem_cli.modalities:modalities",
         "export": "ikem_cli.export:export",
+        "show": "ikem_cli.show:show",
     },
 )
 @click.version_option(__version__, prog_name="ikem-data")
@@ -24,4 +25,5 @@ def main():
       ikem-data gendata --raw nturgb+d_skeletons --out ntu60.zarr
       ikem-data modalities --out ntu60.zarr
       ikem-data info ntu60.zarr
+      ikem-data show ntu60.zarr --sample S001C001P001R001A001 --out a001.gif
     """

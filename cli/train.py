@@ -16,6 +16,8 @@ from ikem_data import __version__
         "finetune": "ikem_cli.train_commands:finetune",
         "fuse": "ikem_cli.train_commands:fuse",
         "demo": "ikem_cli.demo:demo",
+        "plot": "ikem_cli.plot:plot",
+        "embed": "ikem_cli.embed:embed",
     },
 )
 @click.version_option(__version__, prog_name="ikem-train")
@@ -34,4 +36,7 @@ def main():
           --checkpoint runs/student/last.pt --run runs/knn
       ikem-train finetune --store ntu60.zarr --benchmark ntu60-xsub \\
           --checkpoint runs/student/last.pt --label-fraction 0.01 --run runs/semi1
+      ikem-train plot runs/linear
+      ikem-train embed --store ntu60.zarr --benchmark ntu60-xsub \\
+          --checkpoint runs/student/last.pt --out tsne.png
     """
