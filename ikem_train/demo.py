@@ -86,7 +86,7 @@ def run_demo(out_dir, device="auto", overrides=(), seeds=3, echo=print) -> dict:
             values[row]["linear"].append(results["linear"]["final"]["top1"])
             values[row]["knn"].append(results["knn"]["top1"].get("fused", next(iter(results["knn"]["top1"].values()))))
             details[row].append(results)
-    summary = {"seconds": round(time.perf_counter() - started, 1), "store": str(store), "seeds": seeds,
+    summary = {"store": str(store), "seeds": seeds,
                "rows": {row: {col: {"values": v, "mean": float(np.mean(v)), "std": float(np.std(v))}
                               for col, v in values[row].items()} for row in values},
                "per_stream": {row: _mean_per_stream(details[row]) for row in values},
@@ -95,9 +95,34 @@ def run_demo(out_dir, device="auto", overrides=(), seeds=3, echo=print) -> dict:
                                     for seed, r in enumerate(details[row])
                                     for m, h in r["linear"]["feature_health"].items() if h["collapsed"]}),
                "runs": str(out / "runs")}
+    summary["pictures"] = _pictures(store, out, ["data.seed=0", f"run.device={device}", *overrides])
+    summary["seconds"] = round(time.perf_counter() - started, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _print_table(summary, echo)
     return summary
+
+
+def _pictures(store, out, settings) -> dict:
+    """Seed 0's pictures: a val clip, the teacher's curves, the student's linear confusion
+    matrix and t-SNE maps of teacher and student features. {what: path}."""
+    from ikem_data.show import show
+    from ikem_data.store import open_store
+    from ikem_train.embed import embed
+    from ikem_train.plots import plot_run
+
+    runs, pictures = out / "runs" / "seed0", out / "pictures"
+    with open_store(store) as s:
+        first_val = int(s.split(BENCHMARK, "val")[0])
+    made = {"a val clip, 3D skeleton": show(store, first_val, pictures / "val-clip.gif")["path"],
+            "teacher training curves": plot_run(runs / "teacher")["curves"]["path"]}
+    student = plot_run(runs / "linear-student")
+    made["student linear evaluation curves"] = student["curves"]["path"]
+    made["student confusion matrix"] = student["confusion"]["path"]
+    for who in ("teacher", "student"):
+        made[f"t-SNE of {who} features (val)"] = embed(
+            store, BENCHMARK, pictures / f"tsne-{who}.png", checkpoint=runs / who / "last.pt", config=DEMO_CONFIG,
+            overrides=settings, log=lambda *a: None)["path"]
+    return {what: str(path) for what, path in made.items()}
 
 
 def _split_sizes(store):
@@ -173,4 +198,7 @@ def _print_table(summary, echo):
                       max(rows[row][col]["std"], rows[baseline][col]["std"]) for col in ("linear", "knn"))]
     learned = " and ".join(verdict) if verdict else "neither teacher nor student"
     echo(f"pretraining beats random initialisation by more than the std in both columns: {learned}")
+    echo("pictures (seed 1):")
+    for what, path in summary["pictures"].items():
+        echo(f"  {what + ':':<36}{path}")
     echo(f"outputs: {summary['runs']} (one folder per seed and job), summary.json beside it")

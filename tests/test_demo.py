@@ -1,6 +1,7 @@
 """The README's first command runs `ikem-train demo`: run it as a user would (shortened)."""
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -41,6 +42,9 @@ def test_demo_runs_the_whole_method_and_reports(tmp_path):
     assert teacher["bn_recalibrate"] and teacher["encoder_unchanged"] and teacher["train_samples"] == n_train
     assert not any(h["collapsed"] for h in teacher["feature_health"].values())
     assert (runs / "knn-student" / "config.yaml").is_file()
+    assert len(summary["pictures"]) == 6
+    for what, path in summary["pictures"].items():
+        assert path in result.output and Path(path).stat().st_size > 1000, what
     assert json.loads((runs / "linear-random-6" / "results.json").read_text())["random_init"]
 
 
