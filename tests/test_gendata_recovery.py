@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from skeleton_files import assert_same_arrays, expected_listed, random_frames, skeleton_text, store_arrays
 
-import ikem_data.gendata as gendata_module
+import ikem_data.gendata_write as gendata_write
 from ikem_cli.data import main as cli
 from ikem_data.gendata import GendataError, gendata
 from ikem_data.store import Attributes, Store, open_store
@@ -64,7 +64,7 @@ def test_an_interruption_at_any_step_is_continued_by_the_same_command(tmp_path, 
             return real(*a, **k)
         return wrapped
 
-    class OsProxy:  # os.replace counted in gendata only
+    class OsProxy:  # os.replace counted in gendata_write only (the new store renamed into place)
         def __getattr__(self, name):
             return step(os.replace) if name == "replace" else getattr(os, name)
 
@@ -75,7 +75,7 @@ def test_an_interruption_at_any_step_is_continued_by_the_same_command(tmp_path, 
         with monkeypatch.context() as patch:
             for owner, name in ((Attributes, "__setitem__"), (Store, "create_array"), (Store, "resize")):
                 patch.setattr(owner, name, step(getattr(owner, name)))
-            patch.setattr(gendata_module, "os", OsProxy())
+            patch.setattr(gendata_write, "os", OsProxy())
             try:
                 gendata(raw, out, **args)
             except Killed:
@@ -236,7 +236,7 @@ def test_parser_workers_exit_when_gendata_is_killed(tmp_path):
     out = tmp_path / "k.zarr"
     # The parent pauses after its first write, with the worker pool up, and is then killed.
     code = ("import sys, time\n"
-            "import ikem_data.gendata as gd\n"
+            "import ikem_data.gendata_write as gd\n"
             "real = gd._save_state\n"
             "def pause(store, state):\n"
             "    real(store, state)\n"
