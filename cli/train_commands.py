@@ -4,11 +4,16 @@ Each command turns its options into a config path plus ``section.key=value`` ove
 calls one job and prints its result. Heavy imports (torch, zarr, ikem_train) stay inside
 the command bodies so that `ikem-train --help` is fast. Errors written for users become
 one line and a non-zero exit.
+
+Under torchrun (``torchrun ... -m ikem_train <command> ...``) every process runs the
+command; rank 0 prints the results, and a rank >= 1 prints only its own error, prefixed
+with its rank (an error that merely echoes another rank's failure is left to rank 0).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import click
 
@@ -16,7 +21,12 @@ _HELP_SET = "Override a config value, e.g. --set optim.lr=0.05 (value parsed as 
 
 # Error types whose message is written for users; anything else keeps its traceback (a bug).
 _FRIENDLY = {"ConfigError", "TrainingError", "CheckpointError", "EvaluationError", "StoreError", "FuseError",
-             "DemoError", "LockedError", "ValueError"}
+             "DemoError", "LockedError", "ValueError", "DistributedError", "PeerFailure"}
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (0 without it); the environment alone, no torch import."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def _common(func):
@@ -55,15 +65,25 @@ def friendly_errors(func):
                 hint = "the last finished epoch's checkpoint is kept; rerun the same command with --resume to continue"
             else:
                 hint = "nothing was finished; rerun it with a new --run-dir"
-            click.echo(f"\ninterrupted: {hint}", err=True)
+            if _rank() == 0:  # every process gets the Ctrl-C: one of them says how to go on
+                click.echo(f"\ninterrupted: {hint}", err=True)
             raise SystemExit(130) from None
         except click.ClickException:
             raise
         except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
             if type(exc).__name__ not in _FRIENDLY and not isinstance(exc, (KeyError, FileNotFoundError)):
                 raise
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            raise click.ClickException(str(message).replace("\n", " ")) from None
+            message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).replace("\n", " ")
+            rank = _rank()
+            if rank:
+                message = f"rank {rank}: {message}"
+            if "TORCHELASTIC_ERROR_FILE" in os.environ:  # under torchrun: its failure summary shows the line
+                from ikem_train.distributed import record_error_for_torchrun
+
+                record_error_for_torchrun(message)
+            if rank and type(exc).__name__ == "PeerFailure":  # rank 0 reports the failure it echoes
+                raise SystemExit(1) from None
+            raise click.ClickException(message) from None
 
     return wrapper
 
@@ -111,7 +131,8 @@ def pretrain(store, benchmark, config_path, overrides, run_dir, device, modaliti
                 "run.compile": _flag(compile_)}
     res = jobs.pretrain(store, benchmark, run_dir, config=config_path, overrides=_overrides(overrides, device, **settings),
                         resume=resume, log=click.echo)
-    click.echo(f"done: {res['checkpoint']}")
+    if _rank() == 0:
+        click.echo(f"done: {res['checkpoint']}")
 
 
 @click.command()
@@ -127,7 +148,8 @@ def distill(store, benchmark, config_path, overrides, run_dir, device, teacher, 
 
     res = jobs.distill(store, benchmark, run_dir, teacher=teacher, config=config_path, resume=resume,
                        overrides=_overrides(overrides, device, **{"run.compile": _flag(compile_)}), log=click.echo)
-    click.echo(f"done: {res['checkpoint']}")
+    if _rank() == 0:
+        click.echo(f"done: {res['checkpoint']}")
 
 
 def _frozen_options(func):
@@ -172,6 +194,8 @@ def linear(store, benchmark, config_path, overrides, run_dir, device, checkpoint
     res = jobs.linear(store, benchmark, run_dir, checkpoint=checkpoint, random_init=random_init,
                       modalities=_modality_list(modalities), config=config_path, log=click.echo,
                       overrides=_overrides(overrides, device, **{"evaluation.bn_recalibrate": _flag(bn_recalibrate)}))
+    if res is None:  # a rank >= 1 under torchrun: rank 0 evaluates alone
+        return
     final, best = res["final"], res["best_on_val"]
     what = " + ".join(res["modalities"]) + (" (logits averaged)" if res["fused"] else "")
     click.echo(f"linear evaluation of {what} on {benchmark} val ({res['val_samples']} samples):")
@@ -200,6 +224,8 @@ def knn(store, benchmark, config_path, overrides, run_dir, device, checkpoint, r
     res = jobs.knn(store, benchmark, run_dir, checkpoint=checkpoint, random_init=random_init,
                    modalities=_modality_list(modalities), config=config_path, log=click.echo,
                    overrides=_overrides(overrides, device, **settings))
+    if res is None:  # a rank >= 1 under torchrun: rank 0 evaluates alone
+        return
     click.echo(f"KNN (k={res['k']}, cosine) on {benchmark} val ({res['val_samples']} samples): " +
                ", ".join(f"{m} {100 * v:.2f} %" for m, v in res["top1"].items()))
     _print_health(res)
@@ -227,6 +253,8 @@ def finetune(store, benchmark, config_path, overrides, run_dir, device, checkpoi
     res = jobs.finetune(store, benchmark, run_dir, checkpoint=checkpoint, from_scratch=from_scratch,
                         modalities=_modality_list(modalities), config=config_path, resume=resume, log=click.echo,
                         overrides=_overrides(overrides, device, **{"finetune.label_fraction": label_fraction}))
+    if res is None:  # a rank >= 1 under torchrun: rank 0 evaluated and wrote the results
+        return
     final, best = res["final"], res["best_on_val"]
     click.echo(f"fine-tuning of {' + '.join(res['modalities'])} on {benchmark} val ({res['val_samples']} samples), "
                f"{res['train_samples']} labelled train samples:")

@@ -5,8 +5,8 @@ All functions take one sample ``x`` of shape (C=3, T, V, M) float32 and a
 A negative ratio/amplitude disables the transform (the reference's ``-1``).
 
 Worker seeding: :func:`worker_rng` gives each DataLoader worker its own stream from
-(seed, epoch, worker), so augmentations never repeat across epochs or workers (the
-reference re-seeds workers with their id each epoch, METHOD.md §11 item 15).
+(seed, epoch, rank, worker), so augmentations never repeat across epochs, workers or
+processes (the reference re-seeds workers with their id each epoch, METHOD.md §11 item 15).
 """
 
 from __future__ import annotations
@@ -14,13 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 
-def worker_rng(seed: int, epoch: int, worker: int) -> np.random.Generator:
-    """Independent random stream for (base seed, 1-based epoch, worker id).
+def worker_rng(seed: int, epoch: int, worker: int, rank: int = 0) -> np.random.Generator:
+    """Independent random stream for (base seed, 1-based epoch, worker id, process rank).
 
-    Built from ``numpy.random.SeedSequence([seed, epoch, worker])``, so streams for
-    different epochs or workers are statistically independent.
+    Built from ``numpy.random.SeedSequence([seed, epoch, worker])`` on rank 0 (the
+    streams of a single process, so runs made before multi-process training resume
+    unchanged) and ``[seed, epoch, worker, rank]`` on ranks >= 1: streams for different
+    epochs, workers or ranks are statistically independent. (The rank is never appended
+    as a trailing 0: SeedSequence would not tell ``[s, e, w, 0]`` from ``[s, e, w]``.)
     """
-    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(worker)]))
+    key = [int(seed) & 0xFFFFFFFF, int(epoch), int(worker)] + ([int(rank)] if rank else [])
+    return np.random.default_rng(np.random.SeedSequence(key))
 
 
 def symmetric_pad(x: np.ndarray, pad: int) -> np.ndarray:

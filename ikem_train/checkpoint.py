@@ -5,7 +5,9 @@ A checkpoint is a dict::
     {"model": state_dict of the uncompiled module (queues included as buffers),
      "optimizer": ..., "scheduler": {...}, "epoch": last finished epoch (1-based),
      "step": global step, "rng": rng_state(), "config": run config as plain dicts,
-     "kind": "pretrain" | "distill" | "finetune" | "linear" | "knn", "modalities": [...], ...}
+     "kind": "pretrain" | "distill" | "finetune" | "linear" | "knn", "modalities": [...],
+     "world_size": processes that trained it (absent: 1),
+     "rng_ranks": [rng_state() of rank 0, 1, ...] (torchrun runs; "rng" is rank 0's), ...}
 
 Writes go to ``<name>.tmp`` in the same folder, are flushed and fsync'ed, then renamed
 over the target with ``os.replace``: a crash leaves the previous file intact.

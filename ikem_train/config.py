@@ -162,7 +162,7 @@ class FinetuneConfig:
 
 @dataclass(config=_STRICT)
 class RunSettings:
-    """How a run executes: device, checkpoints, logging."""
+    """How a run executes: device, checkpoints, logging, processes (under torchrun)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
@@ -172,6 +172,10 @@ class RunSettings:
     max_steps_per_epoch: Optional[int] = Field(None, gt=0)
     tensorboard: bool = False
     progress: bool = True
+    log_interval: int = Field(50, gt=0)  # steps between reads of the loss (progress bar, NaN check)
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # torchrun jobs: auto = NCCL on CUDA, gloo on CPU
+    dist_timeout: float = Field(600.0, gt=0)  # seconds a collective may wait for the other processes
+    sync_bn: bool = True  # torchrun jobs: BatchNorm statistics over the global batch
 
 
 @dataclass(config=_STRICT)

@@ -6,8 +6,12 @@ read from the store in contiguous runs (one read per chunk run, not per sample).
 
 The store is opened lazily in the process that reads (each DataLoader worker opens its
 own handle; h5py/zarr handles never cross a fork or spawn). Per-worker augmentation
-streams come from ``worker_rng(seed, epoch, worker)``; the epoch travels with each batch
-request, so persistent workers see the right epoch too.
+streams come from ``worker_rng(seed, epoch, worker, rank)``; the epoch travels with each
+batch request, so persistent workers see the right epoch too.
+
+Under torchrun every rank shuffles with the same generator (same seed, same checkpointed
+state), so all ranks agree on the global order of an epoch; rank r takes the r-th slice
+of each global batch (:class:`EpochBatchSampler`).
 """
 
 from __future__ import annotations
@@ -111,6 +115,8 @@ class PretrainDataset(_StoreBatches):
         seed: base seed of the per-worker augmentation streams.
         views: 2 (pretraining: query and key views) or 1 (fine-tuning: ``view1`` only).
         positions: optional positions into the split (a labelled subset); None: all.
+        rank: this process's rank under torchrun (0 otherwise): part of the augmentation
+            streams' seed, so ranks never draw the same augmentations.
 
     Item ``(epoch, positions)`` gives a dict: ``view1`` (and ``view2``) (B, 3, T, 25, M)
     float32 tensors, ``frames`` (B,) float32 header frame counts, ``label`` (B,) int64,
@@ -121,7 +127,7 @@ class PretrainDataset(_StoreBatches):
     """
 
     def __init__(self, store_path, benchmark, part="train", shear=0.5, crop_ratio=6, seed=0, views=2,
-                 positions=None):
+                 positions=None, rank=0):
         super().__init__(store_path, benchmark, part, ("joint",), positions)
         if views not in (1, 2):
             raise ValueError(f"views must be 1 or 2, got {views}")
@@ -129,6 +135,7 @@ class PretrainDataset(_StoreBatches):
         self.shear = shear
         self.crop_ratio = crop_ratio
         self.seed = seed
+        self.rank = int(rank)
         self._rng_key = None
         self._rng = None
 
@@ -138,7 +145,7 @@ class PretrainDataset(_StoreBatches):
         worker = info.id if info is not None else 0
         if self._rng_key != (epoch, worker):
             self._rng_key = (epoch, worker)
-            self._rng = worker_rng(self.seed, epoch, worker)
+            self._rng = worker_rng(self.seed, epoch, worker, self.rank)
         return self._rng
 
     def __getstate__(self):
@@ -182,20 +189,36 @@ class ModalityDataset(_StoreBatches):
 class EpochBatchSampler:
     """Yields ``(epoch, positions)`` batches; the shuffle uses its own torch Generator.
 
+    The epoch's order is a function of the generator's state alone (seeded by
+    ``data.seed``, checkpointed), so every rank of a torchrun job draws the same global
+    order; rank r yields positions ``[r·b, (r+1)·b)`` of each global batch, b =
+    batch_size / world_size. Concatenated in rank order, the ranks' batches are the
+    batch one process would read.
+
     Args:
-        n: dataset length. batch_size: batch size. shuffle: random order per epoch.
+        n: dataset length. batch_size: the global batch size. shuffle: random order per epoch.
         drop_last: drop the last partial batch (training: always, METHOD.md §11 item 18).
         generator: ``torch.Generator`` whose state is checkpointed for exact resume.
         max_batches: stop an epoch after this many batches (quick runs); None: all.
+        rank, world_size: this process's share (0 and 1 in one process).
+
+    Raises:
+        ValueError: ``batch_size`` not divisible by ``world_size``, or several processes
+            without ``drop_last`` (a partial batch cannot be split evenly).
     """
 
-    def __init__(self, n, batch_size, shuffle, drop_last, generator=None, max_batches=None):
+    def __init__(self, n, batch_size, shuffle, drop_last, generator=None, max_batches=None, rank=0, world_size=1):
+        if batch_size % world_size:
+            raise ValueError(f"the global batch {batch_size} is not divisible by the {world_size} processes")
+        if world_size > 1 and not drop_last:
+            raise ValueError("several processes need drop_last: a partial batch cannot be split evenly")
         self.n = n
         self.max_batches = max_batches
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.generator = generator if generator is not None else torch.Generator()
+        self.rank, self.world_size = rank, world_size
         self.epoch = 1
 
     def set_epoch(self, epoch):
@@ -207,25 +230,30 @@ class EpochBatchSampler:
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=self.generator).numpy() if self.shuffle else np.arange(self.n)
+        share = self.batch_size // self.world_size
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield self.epoch, order[start : start + self.batch_size]
+            batch = order[start : start + self.batch_size]  # the global batch
+            yield self.epoch, batch[self.rank * share : (self.rank + 1) * share]  # all of it in one process
 
 
 def make_loader(dataset, batch_size, *, shuffle, drop_last, num_workers=0, generator=None, pin_memory=False,
-                max_batches=None):
+                max_batches=None, rank=0, world_size=1):
     """A DataLoader of whole batches from a batch dataset; returns ``(loader, sampler)``.
 
     Workers are persistent (started once; the epoch travels in each request) and use the
-    ``spawn`` context, so no zarr/h5py state or thread is ever forked.
+    ``spawn`` context, so no zarr/h5py state or thread is ever forked. ``batch_size`` is
+    the global batch; with ``world_size`` > 1 this rank's loader yields its share of it
+    (:class:`EpochBatchSampler`).
 
     Raises:
-        ValueError: ``drop_last`` and fewer samples than one batch.
+        ValueError: ``drop_last`` and fewer samples than one batch; see :class:`EpochBatchSampler`.
     """
     if drop_last and len(dataset) < batch_size:
         raise ValueError(
             f"the split has {len(dataset)} samples, fewer than one batch of {batch_size}; lower data.batch_size"
         )
-    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, drop_last, generator, max_batches)
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, drop_last, generator, max_batches, rank,
+                                world_size)
     kwargs = {}
     if num_workers > 0:
         kwargs = dict(persistent_workers=True, multiprocessing_context="spawn", prefetch_factor=4)

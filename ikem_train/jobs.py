@@ -13,13 +13,18 @@ created, so a refused job writes nothing.
   semi-supervised (a labelled fraction) or supervised from scratch.
 
 Every run folder gets ``config.yaml``; evaluation runs also ``results.json``.
+
+Under torchrun (``torchrun ... -m ikem_train pretrain ...``) every process calls the same
+job: the training jobs (pretrain, distill, finetune) run on all of them through
+:mod:`ikem_train.distributed`, with rank 0 the one writer and logger; the frozen-feature
+evaluations (linear, knn) run on rank 0 alone and return None on the other ranks at once.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,6 +33,7 @@ import torch
 import yaml
 
 from ikem_data.names import MODALITIES, resolve_modalities
+from ikem_train import distributed
 from ikem_train import evaluation as ev
 from ikem_train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
 from ikem_train.config import Config, config_from_dict, config_to_dict, load_config
@@ -88,6 +94,22 @@ def _with_model(cfg: Config, model_cfg: dict) -> Config:
     return config_from_dict(plain)
 
 
+@contextmanager
+def _processes(cfg: Config, log):
+    """This training job's processes: ``(DistEnv, a log that prints on rank 0 only)``.
+
+    One process without torchrun. The global batch is checked against the number of
+    processes before anything starts, so every rank refuses it alike.
+
+    Raises:
+        ConfigError: ``data.batch_size`` not divisible by the number of processes;
+        DistributedError: see :func:`ikem_train.distributed.session`.
+    """
+    distributed.local_batch_size(cfg.data.batch_size, distributed.launch_env().world_size)
+    with distributed.session(cfg.run.device, cfg.run.backend, cfg.run.dist_timeout) as env:
+        yield env, env.main_only(log)
+
+
 def _write_config(run: Path, cfg: Config) -> None:
     (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
@@ -129,17 +151,23 @@ def pretrain(store, benchmark, run_dir, *, config=None, overrides=(), resume=Fal
 
     base = _resume_base(run_dir, resume)
     cfg = _with_store_layout(load_config(config, overrides, base["config"] if base else None), store)
-    dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
-                              seed=cfg.data.seed)
-    with run_folder(run_dir, resume, log) as run:
-        seed_everything(cfg.data.seed)
-        model = PretrainModel(**asdict(cfg.model))
-        log(f"pretraining {', '.join(cfg.model.modalities)} on {benchmark} ({len(dataset)} train samples) "
-            f"for {cfg.optim.epochs} epochs into {run}")
-        record = train(model, dataset, cfg, run, kind="pretrain", modalities=cfg.model.modalities, resume=resume,
-                       extra={"store": str(store), "benchmark": benchmark, "store_params": _store_params(store)},
-                       log=log)
-        return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
+    with _processes(cfg, log) as (env, log):
+        dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
+                                  seed=cfg.data.seed, rank=env.rank)
+        with run_folder(run_dir, resume, log) as run:
+            seed_everything(cfg.data.seed)
+            model = PretrainModel(**asdict(cfg.model))
+            log(f"pretraining {', '.join(cfg.model.modalities)} on {benchmark} ({len(dataset)} train samples) "
+                f"for {cfg.optim.epochs} epochs into {run}" + _on_processes(env))
+            record = train(model, dataset, cfg, run, kind="pretrain", modalities=cfg.model.modalities,
+                           resume=resume, log=log,
+                           extra={"store": str(store), "benchmark": benchmark, "store_params": _store_params(store)})
+            return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
+
+
+def _on_processes(env) -> str:
+    """`` on 4 processes (nccl)`` under torchrun, nothing in one process (for the start line)."""
+    return f" on {env.world_size} processes ({env.backend})" if env.enabled else ""
 
 
 def load_teacher(path) -> dict:
@@ -182,18 +210,19 @@ def distill(store, benchmark, run_dir, *, teacher=None, config=None, overrides=(
     tck = load_teacher(teacher)
     ev.check_store_agrees(store, tck["config"]["model"], tck.get("store_params"))
     cfg = _with_model(load_config(config, overrides, base["config"] if base else None), tck["config"]["model"])
-    dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
-                              seed=cfg.data.seed)
-    with run_folder(run_dir, resume, log) as run:
-        seed_everything(cfg.data.seed)
-        model = DistillModel(tck["model"], tck["config"]["model"], **asdict(cfg.distill))
-        log(f"distilling {teacher} into {', '.join(cfg.distill.student_modalities)} on {benchmark} "
-            f"({len(dataset)} train samples) for {cfg.optim.epochs} epochs into {run}")
-        record = train(model, dataset, cfg, run, kind="distill", modalities=cfg.distill.student_modalities,
-                       resume=resume, log=log,
-                       extra={"teacher": str(teacher), "store": str(store), "benchmark": benchmark,
-                              "store_params": _store_params(store)})
-        return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
+    with _processes(cfg, log) as (env, log):
+        dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
+                                  seed=cfg.data.seed, rank=env.rank)
+        with run_folder(run_dir, resume, log) as run:
+            seed_everything(cfg.data.seed)
+            model = DistillModel(tck["model"], tck["config"]["model"], **asdict(cfg.distill))
+            log(f"distilling {teacher} into {', '.join(cfg.distill.student_modalities)} on {benchmark} "
+                f"({len(dataset)} train samples) for {cfg.optim.epochs} epochs into {run}" + _on_processes(env))
+            record = train(model, dataset, cfg, run, kind="distill", modalities=cfg.distill.student_modalities,
+                           resume=resume, log=log,
+                           extra={"teacher": str(teacher), "store": str(store), "benchmark": benchmark,
+                                  "store_params": _store_params(store)})
+            return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
 
 
 # -- frozen-feature evaluation ----------------------------------------------------------
@@ -285,12 +314,15 @@ def frozen_evaluation(store, benchmark, run_dirs: dict, *, checkpoint=None, rand
 
     Returns:
         ``{protocol: results}``, each the dict written to that folder's results.json
-        (see :func:`linear` and :func:`knn`).
+        (see :func:`linear` and :func:`knn`); None on ranks >= 1 under torchrun: the
+        evaluation runs on rank 0 alone (one extraction; the other processes exit).
 
     Raises:
         ConfigError, CheckpointError, EvaluationError (bad options, store/checkpoint
         mismatch, k too large, non-finite features), StoreError, KeyError.
     """
+    if not distributed.launch_env().is_main:
+        return None
     unknown = sorted(set(run_dirs) - set(PROTOCOLS))
     if unknown or not run_dirs:
         raise ev.EvaluationError(f"unknown evaluation protocol(s) {unknown}; valid: {', '.join(PROTOCOLS)}")
@@ -312,23 +344,26 @@ def frozen_evaluation(store, benchmark, run_dirs: dict, *, checkpoint=None, rand
 def linear(store, benchmark, run_dir, **options) -> dict:
     """Linear evaluation (METHOD.md §8): frozen encoders, new linear classifiers, val top-1/top-5.
 
-    Options as :func:`frozen_evaluation`. Returns the dict written to ``results.json``:
-    ``final`` and ``best_on_val`` records of the fused classifier (its records also give
+    Options as :func:`frozen_evaluation`. Returns (None on ranks >= 1 under torchrun) the
+    dict written to ``results.json``: ``final`` and ``best_on_val`` records of the fused
+    classifier (its records also give
     ``top1/<modality>``, each of its heads alone), ``per_modality_top1`` (a classifier
     trained on each modality alone, same settings), per-class accuracy, baselines,
     feature health, ``encoder_unchanged``.
     """
-    return frozen_evaluation(store, benchmark, {"linear": run_dir}, **options)["linear"]
+    results = frozen_evaluation(store, benchmark, {"linear": run_dir}, **options)
+    return None if results is None else results["linear"]
 
 
 def knn(store, benchmark, run_dir, **options) -> dict:
     """KNN retrieval: cosine k-NN (k = ``evaluation.knn_k``) of val features among train features.
 
-    Options as :func:`frozen_evaluation`. Returns the dict written to ``results.json``:
-    ``top1`` {modality..., "fused"} (:func:`ikem_train.knn.fuse_features`), ``k``,
+    Options as :func:`frozen_evaluation`. Returns (None on ranks >= 1 under torchrun) the
+    dict written to ``results.json``: ``top1`` {modality..., "fused"} (:func:`ikem_train.knn.fuse_features`), ``k``,
     per-class accuracy of the fused prediction, baselines, feature health.
     """
-    return frozen_evaluation(store, benchmark, {"knn": run_dir}, **options)["knn"]
+    results = frozen_evaluation(store, benchmark, {"knn": run_dir}, **options)
+    return None if results is None else results["knn"]
 
 
 def _linear_protocol(frozen: _FrozenFeatures, cfg: Config, run: Path, log) -> dict:
@@ -401,10 +436,13 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
     encoders (the supervised baseline). The schedule is the ``optim`` section; the val
     split is evaluated every ``finetune.eval_interval`` epochs and at the last.
 
+    Under torchrun every rank trains (DDP); rank 0 alone evaluates the val split and
+    writes the results.
+
     Returns:
         the dict written to ``results.json``: ``final`` and ``best_on_val`` (labelled),
         ``per_modality_top1``, per-class accuracy, baselines, ``encoder_changed`` (a
-        comparison of the backbone weights before and after).
+        comparison of the backbone weights before and after); None on ranks >= 1.
 
     Raises:
         ConfigError, CheckpointError, EvaluationError, StoreError, KeyError, TrainingError;
@@ -433,88 +471,96 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
         cfg = _with_store_layout(cfg, store)
     model_cfg = config_to_dict(cfg)["model"]
     store_params = ev.check_store_agrees(store, model_cfg, trained_on)
-    train_ds = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
-                               seed=cfg.data.seed, views=1)
-    fraction = cfg.finetune.label_fraction
-    if fraction is not None:
-        subset = label_subset(train_ds.labels, fraction, cfg.data.seed)
+    with _processes(cfg, log) as (env, log):
         train_ds = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
-                                   seed=cfg.data.seed, views=1, positions=subset)
-    val_ds = ModalityDataset(store, benchmark, "val", names)
-    num_class = _num_class(cfg, train_ds.labels, val_ds.labels)
-    if len(train_ds) < cfg.data.batch_size:
-        raise ev.EvaluationError(f"{len(train_ds)} labelled train samples are fewer than one batch of "
-                                 f"{cfg.data.batch_size}; lower data.batch_size")
-    with run_folder(run_dir, resume, log) as run:
-        labelled = run / "labelled_train_indices.npy"
+                                   seed=cfg.data.seed, views=1, rank=env.rank)
+        fraction = cfg.finetune.label_fraction
         if fraction is not None:
-            if resume and labelled.is_file() and not np.array_equal(np.load(labelled), train_ds.indices):
-                raise ev.EvaluationError(f"{labelled} differs from the subset this config draws; resume with the same seed")
-            np.save(labelled, train_ds.indices)
+            subset = label_subset(train_ds.labels, fraction, cfg.data.seed)
+            train_ds = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
+                                       seed=cfg.data.seed, views=1, positions=subset, rank=env.rank)
+        val_ds = ModalityDataset(store, benchmark, "val", names)
+        num_class = _num_class(cfg, train_ds.labels, val_ds.labels)
+        if len(train_ds) < cfg.data.batch_size:
+            raise ev.EvaluationError(f"{len(train_ds)} labelled train samples are fewer than one batch of "
+                                     f"{cfg.data.batch_size}; lower data.batch_size")
+        with run_folder(run_dir, resume, log) as run:
+            labelled = run / "labelled_train_indices.npy"
+            if fraction is not None and env.is_main:
+                if resume and labelled.is_file() and not np.array_equal(np.load(labelled), train_ds.indices):
+                    raise ev.EvaluationError(f"{labelled} differs from the subset this config draws; "
+                                             "resume with the same seed")
+                np.save(labelled, train_ds.indices)
 
-        torch.manual_seed(cfg.data.seed)
-        widths = {k: model_cfg[k] for k in ev.STGCN_KEYS if k in model_cfg}
-        streams = torch.nn.ModuleDict({m: Encoder(num_class, mlp=False, **widths) for m in names})
-        if states is not None:
-            for m in names:
-                streams[m].backbone.load_state_dict(states[m], strict=True)
-        model = FinetuneModel(streams, model_cfg["bone_pairs"], model_cfg["true_timeline"], model_cfg["layout"])
-        backbones = torch.nn.ModuleDict({m: streams[m].backbone for m in names})
-        start = ev.parameter_snapshot(backbones)
-        device = resolve_device(cfg.run.device)
-        latest = {}
+            torch.manual_seed(cfg.data.seed)
+            widths = {k: model_cfg[k] for k in ev.STGCN_KEYS if k in model_cfg}
+            streams = torch.nn.ModuleDict({m: Encoder(num_class, mlp=False, **widths) for m in names})
+            if states is not None:
+                for m in names:
+                    streams[m].backbone.load_state_dict(states[m], strict=True)
+            model = FinetuneModel(streams, model_cfg["bone_pairs"], model_cfg["true_timeline"], model_cfg["layout"])
+            backbones = torch.nn.ModuleDict({m: streams[m].backbone for m in names})
+            start = ev.parameter_snapshot(backbones)
+            device = env.device or resolve_device(cfg.run.device)
+            latest = {}
 
-        @torch.no_grad()
-        def evaluate(epoch, model):
-            if epoch % cfg.finetune.eval_interval and epoch != cfg.optim.epochs:
-                return {}
-            model.eval()
-            per = []
-            for x, _, _ in _batches(val_ds, cfg, device):
-                per.append(model.logits({m: x[:, k] for k, m in enumerate(names)}).float().cpu())
-            per = torch.cat(per, dim=1)  # (K, n_val, C)
-            if not bool(torch.isfinite(per).all()):
-                raise ev.EvaluationError(f"fine-tuning diverged by epoch {epoch} (non-finite val logits); "
-                                         f"lower optim.lr (now {cfg.optim.lr:g})")
-            latest["logits"] = per
-            fused = per.mean(0)
-            y = torch.from_numpy(val_ds.labels)
-            rec = {"val/top1": ev.topk_accuracy(fused, y, 1), "val/top5": ev.topk_accuracy(fused, y, 5),
-                   **{f"val/top1/{m}": ev.topk_accuracy(per[k], y, 1) for k, m in enumerate(names)}}
-            log(f"finetune epoch {epoch}: val top-1 {100 * rec['val/top1']:.2f} %, top-5 {100 * rec['val/top5']:.2f} %")
-            return rec
+            @torch.no_grad()
+            def evaluate(epoch, model):
+                if epoch % cfg.finetune.eval_interval and epoch != cfg.optim.epochs:
+                    return {}
+                model.eval()
+                per = []
+                for x, _, _ in _batches(val_ds, cfg, device):
+                    per.append(model.logits({m: x[:, k] for k, m in enumerate(names)}).float().cpu())
+                per = torch.cat(per, dim=1)  # (K, n_val, C)
+                if not bool(torch.isfinite(per).all()):
+                    raise ev.EvaluationError(f"fine-tuning diverged by epoch {epoch} (non-finite val logits); "
+                                             f"lower optim.lr (now {cfg.optim.lr:g})")
+                latest["logits"] = per
+                fused = per.mean(0)
+                y = torch.from_numpy(val_ds.labels)
+                rec = {"val/top1": ev.topk_accuracy(fused, y, 1), "val/top5": ev.topk_accuracy(fused, y, 5),
+                       **{f"val/top1/{m}": ev.topk_accuracy(per[k], y, 1) for k, m in enumerate(names)}}
+                log(f"finetune epoch {epoch}: val top-1 {100 * rec['val/top1']:.2f} %, "
+                    f"top-5 {100 * rec['val/top5']:.2f} %")
+                return rec
 
-        what = "from scratch (random encoders)" if from_scratch else f"from {checkpoint}"
-        share = f"{len(train_ds)} labelled train samples" + (f" ({fraction:g} per class)" if fraction else "")
-        log(f"fine-tuning {', '.join(names)} {what} on {benchmark}, {share}, for {cfg.optim.epochs} epochs into {run}")
-        train(model, train_ds, cfg, run, kind="finetune", modalities=names, resume=resume, epoch_end=evaluate, log=log,
-              extra={"checkpoint": None if checkpoint is None else str(checkpoint), "from_scratch": bool(from_scratch),
-                     "store": str(store), "benchmark": benchmark, "store_params": store_params})
-        if "logits" not in latest:  # a resumed run that had nothing left to train
-            model.load_state_dict(load_checkpoint(run / "last.pt")["model"])
-            evaluate(cfg.optim.epochs, model.to(device))
-        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        evaluated = [r for r in records if "val/top1" in r]
-        final, best = evaluated[-1], max(evaluated, key=lambda r: r["val/top1"])
+            what = "from scratch (random encoders)" if from_scratch else f"from {checkpoint}"
+            share = f"{len(train_ds)} labelled train samples" + (f" ({fraction:g} per class)" if fraction else "")
+            log(f"fine-tuning {', '.join(names)} {what} on {benchmark}, {share}, for {cfg.optim.epochs} epochs "
+                f"into {run}" + _on_processes(env))
+            train(model, train_ds, cfg, run, kind="finetune", modalities=names, resume=resume, epoch_end=evaluate,
+                  log=log, extra={"checkpoint": None if checkpoint is None else str(checkpoint),
+                                  "from_scratch": bool(from_scratch), "store": str(store), "benchmark": benchmark,
+                                  "store_params": store_params})
+            if not env.is_main:  # rank 0 evaluated the val split and writes the results
+                return None
+            if "logits" not in latest:  # a resumed run that had nothing left to train
+                model.load_state_dict(load_checkpoint(run / "last.pt")["model"])
+                evaluate(cfg.optim.epochs, model.to(device))
+            records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            evaluated = [r for r in records if "val/top1" in r]
+            final, best = evaluated[-1], max(evaluated, key=lambda r: r["val/top1"])
 
-        def keep(record):  # {"epoch", "top1", "top5", "top1/<m>"} from a metrics record's val/ entries
-            return {"epoch": record["epoch"], **{k[4:]: v for k, v in record.items() if k.startswith("val/")}}
+            def keep(record):  # {"epoch", "top1", "top5", "top1/<m>"} from a metrics record's val/ entries
+                return {"epoch": record["epoch"], **{k[4:]: v for k, v in record.items() if k.startswith("val/")}}
 
-        fused = latest["logits"].mean(0)
-        changed = bool(ev.changed_parameters(start, backbones))
-        results = {
-            "job": "finetune", "checkpoint": None if checkpoint is None else str(checkpoint),
-            "from_scratch": bool(from_scratch), "store": str(store), "benchmark": benchmark, "modalities": list(names),
-            "fused": len(names) > 1, "num_class": num_class, "graph_partition": model_cfg.get("graph_partition"),
-            "store_params": store_params, "label_fraction": fraction, "train_samples": len(train_ds),
-            "val_samples": len(val_ds), "run": str(run),
-            "final": keep(final), "best_on_val": {"note": BEST_LABEL, **keep(best)},
-            "per_modality_top1": {m: final[f"val/top1/{m}"] for m in names},
-            **ev.class_report(fused.argmax(1), torch.from_numpy(val_ds.labels), train_ds.labels, num_class),
-            "encoder_changed": changed,
-        }
-        _write_json(run / "results.json", results)
-        return results
+            fused = latest["logits"].mean(0)
+            changed = bool(ev.changed_parameters(start, backbones))
+            results = {
+                "job": "finetune", "checkpoint": None if checkpoint is None else str(checkpoint),
+                "from_scratch": bool(from_scratch), "store": str(store), "benchmark": benchmark,
+                "modalities": list(names),
+                "fused": len(names) > 1, "num_class": num_class, "graph_partition": model_cfg.get("graph_partition"),
+                "store_params": store_params, "label_fraction": fraction, "train_samples": len(train_ds),
+                "val_samples": len(val_ds), "run": str(run),
+                "final": keep(final), "best_on_val": {"note": BEST_LABEL, **keep(best)},
+                "per_modality_top1": {m: final[f"val/top1/{m}"] for m in names},
+                **ev.class_report(fused.argmax(1), torch.from_numpy(val_ds.labels), train_ds.labels, num_class),
+                "encoder_changed": changed,
+            }
+            _write_json(run / "results.json", results)
+            return results
 
 
 def _batches(dataset, cfg: Config, device):

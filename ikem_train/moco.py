@@ -47,17 +47,21 @@ def momentum_update(key, query, momentum):
 def enqueue(queue, keys, ptr):
     """Write ``keys`` (B, dim) into columns ``[ptr, ptr + B)`` of ``queue`` (dim, K).
 
-    The pointer itself is advanced once per step by :func:`advance_pointer`, shared by
-    every queue of the model.
+    Args:
+        ptr: the first column: a Python int (the models keep their pointer on the host, so
+            a training step never waits for the device) or a (1,) long tensor (read with
+            ``int()``: a host sync on a GPU).
+
+    The pointer itself is advanced once per step, shared by every queue of the model.
     """
     b = keys.shape[0]
-    start = int(ptr)
+    start = ptr if isinstance(ptr, int) else int(ptr)
     queue[:, start:start + b] = keys.detach().to(queue.dtype).T
 
 
 @torch.no_grad()
 def advance_pointer(ptr, batch_size, queue_size):
-    """In place ``ptr ← (ptr + B) mod K`` for a (1,) long pointer buffer."""
+    """In place ``ptr ← (ptr + B) mod K`` for a (1,) long pointer buffer (reads it: a host sync on a GPU)."""
     ptr[0] = (int(ptr[0]) + batch_size) % queue_size
 
 

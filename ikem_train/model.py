@@ -14,13 +14,13 @@ from torch import nn
 
 from ikem_data.layouts import get_layout
 from ikem_data.names import MODALITIES, STUDENT_MODALITIES, resolve_modalities
+from ikem_train import distributed
 from ikem_train.crossclr import cross_modal_losses
 from ikem_train.distill import distill_loss
 from ikem_train.graph import GRAPH_PARTITIONS
 from ikem_train.ikem import IKEMHead, concat_keys, concat_queues, ikem_loss
 from ikem_train.modalities import compute_modalities
-from ikem_train.moco import advance_pointer, check_queue_size, enqueue, info_nce, \
-    momentum_update, no_autocast, random_queue
+from ikem_train.moco import check_queue_size, enqueue, info_nce, momentum_update, no_autocast, random_queue
 from ikem_train.stgcn import STGCN, init_weights
 
 
@@ -61,7 +61,60 @@ def _check_phase_keys(frozen):
         raise ValueError(f"cross_phase_frozen_keys: unknown modalities {unknown}; valid: {', '.join(MODALITIES)}")
 
 
-class PretrainModel(nn.Module):
+def _mirror_pointer(module, incompatible_keys):
+    module._ptr = int(module.queue_ptr)  # a loaded state dict moved the pointer: follow it (once, at load)
+
+
+class QueueModel(nn.Module):
+    """Base of the models that own MoCo queues: one write pointer shared by all of them.
+
+    The pointer is the (1,) long buffer ``queue_ptr`` (so it is in the state dict) and a
+    Python int mirror of it (``_ptr``, restored whenever a state dict is loaded), which is
+    the one read: a training step never waits for the device to learn where to write.
+    Under torchrun the keys of every rank are gathered before they are written, so each
+    rank's queues are those of one process with the global batch.
+    """
+
+    queue_size: int
+
+    def _register_pointer(self):
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self._ptr = 0
+        self.register_load_state_dict_post_hook(_mirror_pointer)
+
+    def _check_batch(self, batch):
+        """Raise ValueError unless K is a multiple of the global batch (this rank's × world size)."""
+        check_queue_size(self.queue_size, batch * distributed.world_size())
+
+    # Eager: under torch.compile the copies are inputs of the compiled graph, which could
+    # otherwise drop a clone of a buffer and let backward read the buffer the enqueue wrote.
+    @torch.compiler.disable
+    @torch.no_grad()
+    def _snapshot(self, queues):
+        """Copies of ``queues`` (D_i, K) for this step's loss: :meth:`_enqueue` writes the
+        buffers in place before backward reads them."""
+        return [queue.clone() for queue in queues]
+
+    # Eager always: slicing at a host int inside a compiled graph would be specialised on
+    # its value (a recompile per pointer position); here it costs one graph break.
+    @torch.compiler.disable
+    @torch.no_grad()
+    def _enqueue(self, queues, keys):
+        """Write every rank's ``keys`` into ``queues`` at the pointer, then advance it.
+
+        Args:
+            queues: (D_i, K) buffers. keys: matching (B, D_i) tensors of this rank, all
+                gathered in one collective, in rank order.
+        """
+        gathered = distributed.all_gather_cat(torch.cat([k.float() for k in keys], dim=1))  # (world·B, ΣD_i)
+        start = self._ptr
+        for queue, part in zip(queues, gathered.split([q.shape[0] for q in queues], dim=1)):
+            enqueue(queue, part, start)
+        self._ptr = (start + gathered.shape[0]) % self.queue_size
+        self.queue_ptr.fill_(self._ptr)  # a scalar write: the device is never read
+
+
+class PretrainModel(QueueModel):
     """Multi-modality MoCo with CrosSCLR cross-modal mining and the IKEM term (METHOD.md §6).
 
     Args:
@@ -125,7 +178,7 @@ class PretrainModel(nn.Module):
                                             for m in self.modalities})
         for m in self.modalities:
             self.register_buffer(f"queue_{m}", random_queue(feature_dim, self.queue_size))
-        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))  # shared by all queues
+        self._register_pointer()  # shared by all queues
 
     def queue(self, m):
         """The (D, K) queue buffer of modality ``m``."""
@@ -134,6 +187,11 @@ class PretrainModel(nn.Module):
     def is_cross_phase(self, epoch):
         """True in phase 2: epoch (1-based) > cross_epoch and more than one modality."""
         return len(self.modalities) > 1 and epoch > self.cross_epoch
+
+    def skips_parameters(self, epoch) -> bool:
+        """Whether a step of ``epoch`` leaves parameters without a gradient: the IKEM heads
+        in phase 1 (DDP must then look for them; see :func:`ikem_train.distributed.wrap`)."""
+        return self.use_ikem and not self.is_cross_phase(epoch)
 
     def phase(self, epoch) -> str:
         """What the loss of ``epoch`` sums, for the training log."""
@@ -155,11 +213,11 @@ class PretrainModel(nn.Module):
             (phase 1) or ``"loss/cross/<m>"``, ``"loss/ikem/<m>"`` (phase 2).
 
         Raises:
-            ValueError: queue_size % batch != 0.
+            ValueError: queue_size % global batch != 0.
         """
-        b = view1.shape[0]
-        check_queue_size(self.queue_size, b)
+        self._check_batch(view1.shape[0])
         cross = self.is_cross_phase(epoch)
+        queues = dict(zip(self.modalities, self._snapshot([self.queue(m) for m in self.modalities])))
         x1 = compute_modalities(view1, frames, self.modalities, self.bone_pairs, self.true_timeline, self.layout)
         x2 = compute_modalities(view2, frames, self.modalities, self.bone_pairs, self.true_timeline, self.layout)
 
@@ -174,8 +232,6 @@ class PretrainModel(nn.Module):
                     momentum_update(self.key[m], self.query[m], self.momentum)  # before the key pass
                 k[m] = F.normalize(self.key[m](x2[m])[0].float(), dim=1)
 
-        # Snapshot: the enqueue below writes the buffers in place before backward runs.
-        queues = {m: self.queue(m).detach().clone() for m in self.modalities}
         out = {}
         if not cross:
             for m in self.modalities:
@@ -191,9 +247,7 @@ class PretrainModel(nn.Module):
                                                       self.temperature)
         loss = torch.stack(list(out.values())).sum()
 
-        for m in self.modalities:
-            enqueue(self.queue(m), k[m], self.queue_ptr)
-        advance_pointer(self.queue_ptr, b, self.queue_size)
+        self._enqueue([self.queue(m) for m in self.modalities], [k[m] for m in self.modalities])
         result = {"loss": loss}
         result.update({name: value.detach() for name, value in out.items()})
         return result
@@ -206,7 +260,7 @@ def _teacher_encoder_kwargs(config):
                 graph_partition=config.get("graph_partition", GRAPH_PARTITIONS[0]), layout=config.get("layout"))
 
 
-class DistillModel(nn.Module):
+class DistillModel(QueueModel):
     """Six-modality teacher distilled into fresh students (METHOD.md §7).
 
     Args:
@@ -276,7 +330,7 @@ class DistillModel(nn.Module):
         for m in self.teacher_modalities:
             self.register_buffer(f"queue_{m}", random_queue(feature_dim, self.queue_size))
         self.register_buffer("queue_teacher", random_queue(teacher_dim, self.queue_size))
-        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self._register_pointer()
         self.train()
 
     def _load_teacher(self, teacher_state):
@@ -319,10 +373,10 @@ class DistillModel(nn.Module):
             dict: ``"loss"`` (scalar with grad) and detached ``"loss/distill/<m>"``.
 
         Raises:
-            ValueError: queue_size % batch != 0.
+            ValueError: queue_size % global batch != 0.
         """
-        b = view1.shape[0]
-        check_queue_size(self.queue_size, b)
+        self._check_batch(view1.shape[0])
+        teacher_queue, = self._snapshot([self.queue_teacher])
         x1 = compute_modalities(view1, frames, self.teacher_modalities, self.bone_pairs, self.true_timeline,
                                 self.layout)
         x2 = compute_modalities(view2, frames, self.student_modalities, self.bone_pairs, self.true_timeline,
@@ -335,17 +389,14 @@ class DistillModel(nn.Module):
                 ranked_by = self.omega_queue if m == "angular_velocity" else m
                 with no_autocast(qt[m]):
                     sigmas.append(qt[m] @ getattr(self, f"queue_{ranked_by}").float())  # (B, K)
-        teacher_queue = self.queue_teacher.detach().clone()  # the enqueue below is in place
         out = {}
         for s in self.student_modalities:
             z = F.normalize(self.student[s](x2[s])[0].float(), dim=1)
             out[f"loss/distill/{s}"] = distill_loss(z, t, teacher_queue, sigmas, self.temperature,
                                                     self.topk, self.context)
         loss = torch.stack(list(out.values())).sum()
-        for m in self.teacher_modalities:
-            enqueue(getattr(self, f"queue_{m}"), qt[m], self.queue_ptr)
-        enqueue(self.queue_teacher, t, self.queue_ptr)
-        advance_pointer(self.queue_ptr, b, self.queue_size)
+        queues = [getattr(self, f"queue_{m}") for m in self.teacher_modalities] + [self.queue_teacher]
+        self._enqueue(queues, [qt[m] for m in self.teacher_modalities] + [t])
         result = {"loss": loss}
         result.update({name: value.detach() for name, value in out.items()})
         return result

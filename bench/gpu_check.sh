@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One-GPU check of the training loop at the paper's settings (batch 128, queue 32768):
+# samples/s of the six-modality teacher in phase 1 and phase 2 and of the student
+# (distillation), through the real loop (DataLoader workers, bf16 autocast, no host sync
+# in the step), the DataLoader's own samples/s beside them, and the peak GPU memory of
+# each, without and with --compile. About 5 minutes on one H100/H200; each part has its
+# own time limit, so the whole script stays under 8 minutes and prints as it goes.
+#
+#   bench/gpu_check.sh                 # from the repository, with ikem installed
+#   PYTHON=.venv/bin/python bench/gpu_check.sh
+#
+# Each loop figure is the second of two epochs of 20 steps (the first one warms up the
+# workers and, with --compile, compiles); store: 2560 synthetic samples (3, 50, 25, 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+
+"$PY" - <<'EOF'
+import torch
+assert torch.cuda.is_available(), "gpu_check.sh needs a CUDA device"
+p = torch.cuda.get_device_properties(0)
+print(f"GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB; torch {torch.__version__}; CUDA {torch.version.cuda}")
+EOF
+
+COMMON=(bench/bench_train.py --device cuda --batch 128 --queue 32768 --samples 2560 --loop-steps 20)
+
+echo "== DataLoader alone (batch 128, two augmented views) =="
+timeout 60 "$PY" "${COMMON[@]}" --sections loading --workers 4,8
+
+echo "== training loop, eager =="
+timeout 150 "$PY" "${COMMON[@]}" --sections loop --workers 8 --compile off
+
+echo "== training loop, torch.compile (first epoch compiles) =="
+timeout 240 "$PY" "${COMMON[@]}" --sections loop --workers 8 --compile on
