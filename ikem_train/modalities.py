@@ -29,8 +29,22 @@ def _time_diff(x, tau):
     return out
 
 
+# (id(layout), what, device) -> (layout, index tensor): each layout's index arrays are
+# copied to a device once, not every step (a host-to-device copy waits for the device).
+# The layout itself is kept in the entry, so its id cannot be reused while cached.
+_INDEX_CACHE = {}
+
+
+def _index(layout, what, array, device):
+    key = (id(layout), what, str(device))
+    cached = _INDEX_CACHE.get(key)
+    if cached is None or cached[0] is not layout:
+        cached = _INDEX_CACHE[key] = (layout, torch.as_tensor(array, device=device))
+    return cached[1]
+
+
 def _bones(joint, bone_pairs, layout):
-    pairs = torch.as_tensor(layout.bones(bone_pairs), device=joint.device)
+    pairs = _index(layout, f"bones/{bone_pairs}", layout.bones(bone_pairs), joint.device)
     bone = joint - joint[:, :, :, pairs[:, 1]]  # b_v = X_v - X_u; row v is joint v
     if bone_pairs in NORMAL_ROOT_BONE_SETS:
         # Root "bone" = unit torso normal (X_2 - X_9) x (X_5 - X_9) in Kinect v2, METHOD.md §3.4.
@@ -42,12 +56,12 @@ def _bones(joint, bone_pairs, layout):
 
 
 def _rotation_axis(bone, layout):
-    parent = torch.as_tensor(layout.axis_pairs[:, 1], device=bone.device)
+    parent = _index(layout, "axis parents", layout.axis_pairs[:, 1], bone.device)
     return torch.cross(bone, bone[:, :, :, parent], dim=1)  # R_v = b_v x b_u, un-normalised
 
 
 def _angular_velocity(bone, axis, tau, layout):
-    parent = torch.as_tensor(layout.axis_pairs[:, 1], device=bone.device)
+    parent = _index(layout, "axis parents", layout.axis_pairs[:, 1], bone.device)
     unit = F.normalize(bone, dim=1, eps=_EPS)
     unit_parent = unit[:, :, :, parent]
     sin = torch.linalg.vector_norm(torch.cross(unit, unit_parent, dim=1), dim=1)
