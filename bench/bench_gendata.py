@@ -9,9 +9,10 @@ times under new names into a temporary folder, written to a temporary zarr store
 Last, the pyskl import: a pickle of --pyskl-samples samples in pyskl's own layout (the
 real files tiled under new subject ids, keypoint (M, T, 25, 3) float16, protocol 2 as
 pyskl's mmcv.dump writes) read by `gendata --input-format pyskl` into a zarr store, beside
-the baseline a user would write: plain `pickle.load` (unsafe on files from elsewhere: it
-runs whatever code the pickle carries) and numpy stacking into one zero-padded
-(N, 3, T_max, 25, 2) float32 array. Each runs in its own process, whose peak RSS is shown.
+the baseline a user would write: unpickle the whole file (a user's plain `pickle.load`;
+timed here through ikem's restricted unpickler, which reads as fast and cannot run code
+the file carries) and stack it with numpy into one zero-padded (N, 3, T_max, 25, 2)
+float32 array. Each runs in its own process, whose peak RSS is shown.
 
     python bench/bench_gendata.py [--raw FOLDER] [--rounds 5] [--pyskl-samples 3000]
 
@@ -123,9 +124,12 @@ def child(kind, pkl, out):
 
         state = gendata(pkl, out, input_format="pyskl", progress=False, log=lambda m: None)
         n = state["n_samples"]
-    else:  # BASELINE, what a user would write: plain pickle.load (runs any code in the file) + stacking
+    else:  # BASELINE, what a user would write: unpickle the whole file + numpy stacking (read here with
+        # ikem's restricted unpickler, as fast as plain pickle.load and unable to run code in the file)
+        from ikem_data.pyskl import SafeUnpickler
+
         with open(pkl, "rb") as f:
-            data = pickle.load(f)
+            data = SafeUnpickler(f).load()
         annotations = data["annotations"]
         n, t_max = len(annotations), max(a["keypoint"].shape[1] for a in annotations)
         xyz = np.zeros((n, 3, t_max, 25, 2), dtype=np.float32)
@@ -142,7 +146,7 @@ def bench_pyskl(files, samples, tmp):
     print(f"pyskl import: {samples} samples, keypoints {data_mb:.1f} MB float16, pickle {pkl.stat().st_size / 1e6:.1f} "
           f"MB; one process each")
     for kind, label, out in (("ikem", "ikem gendata --input-format pyskl (zarr)", "pyskl.zarr"),
-                             ("baseline", "baseline pickle.load + numpy stack (.npy)", "baseline.npy")):
+                             ("baseline", "baseline unpickle + numpy stack (.npy)", "baseline.npy")):
         run = subprocess.run([sys.executable, __file__, "--child", kind, str(pkl), str(Path(tmp) / out)],
                              capture_output=True, text=True, check=True)
         result = json.loads(run.stdout.strip().splitlines()[-1])

@@ -2,6 +2,8 @@
 
 import click
 
+from ikem_cli.needs import needs_packages
+
 from ikem_cli.train_commands import _HELP_SET, _overrides, friendly_errors
 
 
@@ -38,17 +40,14 @@ def embed(store, benchmark, checkpoint, random_init, out, modality, max_samples,
     from ikem_train.embed import embed as draw
 
     settings = {"evaluation.bn_recalibrate": "true" if bn_recalibrate else None}
-    try:
-        res = draw(store, benchmark, out, checkpoint=checkpoint, random_init=random_init, modality=modality,
-                   max_samples=max_samples, config=config_path, overrides=_overrides(overrides, device, **settings),
-                   log=click.echo)
-    except ValueError as exc:
-        if type(exc).__name__ != "EmbedError":
-            raise
-        raise click.ClickException(str(exc)) from None
-    except ModuleNotFoundError as exc:
-        if exc.name is None or exc.name.split(".")[0] not in ("sklearn", "matplotlib", "PIL", "scipy"):
-            raise
-        raise click.ClickException(f"ikem-train embed needs {exc.name}: pip install scikit-learn matplotlib") from None
+    with needs_packages("ikem-train embed", ("sklearn", "matplotlib", "PIL", "scipy"), "scikit-learn matplotlib"):
+        try:
+            res = draw(store, benchmark, out, checkpoint=checkpoint, random_init=random_init, modality=modality,
+                       max_samples=max_samples, config=config_path,
+                       overrides=_overrides(overrides, device, **settings), log=click.echo)
+        except ValueError as exc:
+            if type(exc).__name__ != "EmbedError":
+                raise
+            raise click.ClickException(str(exc)) from None
     click.echo(f"{res['path']}: {res['samples']} of {res['val_samples']} val samples, {res['num_class']} classes, "
                f"{res['size'][0]}x{res['size'][1]} px")

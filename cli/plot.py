@@ -2,6 +2,8 @@
 
 import click
 
+from ikem_cli.needs import needs_packages
+
 
 @click.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=str))
@@ -16,15 +18,11 @@ def plot(run_dir):
     """
     from ikem_train.plots import plot_run
 
-    try:
-        res = plot_run(run_dir)
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc).replace("\n", " ")) from None
-    except ModuleNotFoundError as exc:
-        if exc.name is None or exc.name.split(".")[0] not in ("matplotlib", "PIL"):
-            raise
-        raise click.ClickException(f"ikem-train plot draws with matplotlib, which needs {exc.name}: "
-                                   "pip install matplotlib") from None
+    with needs_packages("ikem-train plot", ("matplotlib", "PIL"), "matplotlib"):
+        try:
+            res = plot_run(run_dir)
+        except (ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc).replace("\n", " ")) from None
     curves = res["curves"]
     panels = "; ".join(f"{name}: {len(keys)} curve(s)" for name, keys in curves["panels"].items())
     click.echo(f"{curves['path']}: {panels}")

@@ -2,6 +2,8 @@
 
 import click
 
+from ikem_cli.needs import needs_packages
+
 _MODALITIES = "raw, joint, bone, motion, acceleration, rotation_axis, angular_velocity (alias omega)"
 
 
@@ -35,15 +37,11 @@ def show(store, sample, out, modality, frames, view, grid, fps):
     """
     from ikem_data.show import show as draw
 
-    try:
-        res = draw(store, sample, out, modality=modality, frames=frames, view=view, grid=grid, fps=fps)
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc).replace("\n", " ")) from None
-    except ModuleNotFoundError as exc:
-        if exc.name is None or exc.name.split(".")[0] not in ("matplotlib", "PIL"):
-            raise
-        raise click.ClickException(f"ikem-data show draws with matplotlib, which needs {exc.name}: "
-                                   "pip install matplotlib") from None
+    with needs_packages("ikem-data show", ("matplotlib", "PIL"), "matplotlib"):
+        try:
+            res = draw(store, sample, out, modality=modality, frames=frames, view=view, grid=grid, fps=fps)
+        except (ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc).replace("\n", " ")) from None
     what = f"{len(res['frames'])} panels" if grid else (
         f"{len(res['frames'])} frames" if res["format"] != "png" else f"frame {res['frames'][0]}")
     click.echo(f"{res['path']}: {res['name']} ({res['label_name']}), {res['modality']}, {what}, "

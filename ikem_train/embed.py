@@ -1,7 +1,7 @@
 """A 2D map of frozen features (``ikem-train embed``): t-SNE of the val split, coloured by class.
 
 The features come from the shared evaluation path (:mod:`ikem_train.evaluation` through
-``ikem_train.jobs._FrozenFeatures``): encoders loaded strictly from the checkpoint (or
+``ikem_train.jobs.FrozenFeatures``): encoders loaded strictly from the checkpoint (or
 randomly initialised), the store checked against them, optional BatchNorm
 recalibration on the train split, eval-mode extraction, the health check. Only the val
 samples drawn are run through the encoders.
@@ -18,15 +18,15 @@ between clusters or their sizes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ikem_train.plots import DPI, save_figure
+
 FUSED = "fused"
 DEFAULT_MAX_SAMPLES = 2000
 MIN_SAMPLES = 5
-DPI = 100
 #: (width, height) pixels of the picture.
 EMBED_PX = (1200, 900)
 
@@ -100,14 +100,7 @@ def plot_embedding(xy, labels, names, out, title="") -> dict:
               ncol=columns, markerscale=1.5, frameon=False, title="class (val samples)")
     if title:
         ax.set_title(title, fontsize=10)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.stem}.partial{out.suffix}")
-    try:
-        figure.savefig(partial, dpi=DPI)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
+    save_figure(figure, Path(out))
     return {"path": str(out), "size": EMBED_PX}
 
 
@@ -141,9 +134,8 @@ def embed(store, benchmark, out, *, checkpoint=None, random_init=False, modality
     from ikem_train import evaluation as ev
     from ikem_train.config import load_config
     from ikem_train.data import ModalityDataset
-    from ikem_train.jobs import _FrozenFeatures
+    from ikem_train.jobs import FrozenFeatures
     from ikem_train.knn import fuse_features
-    from ikem_train.loop import resolve_device
 
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -152,22 +144,14 @@ def embed(store, benchmark, out, *, checkpoint=None, random_init=False, modality
         raise EmbedError(f"--max-samples {max_samples}: t-SNE needs at least {MIN_SAMPLES} samples")
     cfg = load_config(config, overrides)
     requested = None if modality in (None, FUSED, "all") else modality
-    frozen = _FrozenFeatures(store, benchmark, cfg, checkpoint, random_init, requested)
+    frozen = FrozenFeatures(store, benchmark, cfg, checkpoint, random_init, requested)
     positions = subsample(len(frozen.val_ds), max_samples, cfg.data.seed)
     if len(positions) < MIN_SAMPLES:
         raise EmbedError(f"t-SNE needs at least {MIN_SAMPLES} samples; {benchmark} val has {len(positions)}")
     val = ModalityDataset(store, benchmark, "val", frozen.names, positions=positions)
-    device = resolve_device(cfg.run.device)
-    frozen.encoders.to(device)
-    batch, workers = cfg.data.eval_batch_size, cfg.data.num_workers
-    if cfg.evaluation.bn_recalibrate:
-        ev.recalibrate_bn(frozen.encoders, frozen.train_ds, batch, device, workers)
-        log(f"BatchNorm statistics recomputed over {len(frozen.train_ds)} train samples")
+    device, batch, workers = frozen.prepare(log)
     features, labels, _ = ev.extract_features(frozen.encoders, val, batch, device, workers)
-    health = ev.feature_health(features, frozen.names, cfg.evaluation.collapse_threshold)
-    warning = ev.collapse_warning(health, cfg.evaluation.collapse_threshold, cfg.evaluation.bn_recalibrate)
-    if warning:
-        log(warning)
+    health = frozen.health_of(features, log)
     xy = tsne_2d(fuse_features(features).numpy(), cfg.data.seed)
     with open_store(store, "r") as handle:
         names = store_class_names(handle, frozen.num_class)

@@ -245,8 +245,9 @@ def _encoders(cfg: Config, store, checkpoint, random_init: bool, modalities):
             {"checkpoint": None, "checkpoint_kind": None, "random_init": True})
 
 
-class _FrozenFeatures:
-    """Features of the train and val splits from frozen encoders, with their checks."""
+class FrozenFeatures:
+    """Features of the train and val splits from frozen encoders, with their checks
+    (also used by :mod:`ikem_train.embed`)."""
 
     def __init__(self, store, benchmark, cfg: Config, checkpoint, random_init, modalities):
         self.encoders, self.names, self.model_cfg, trained_on, self.source = _encoders(
@@ -257,8 +258,12 @@ class _FrozenFeatures:
         self.num_class = _num_class(cfg, self.train_ds.labels, self.val_ds.labels)
         self.store, self.benchmark, self.cfg = store, benchmark, cfg
 
-    def extract(self, log):
-        """Recalibrate BN when asked, extract, check health; sets x/y/index and health."""
+    def prepare(self, log):
+        """Move the encoders to the run's device and recalibrate their BN when asked.
+
+        Returns:
+            ``(device, eval batch size, DataLoader workers)`` for :func:`ev.extract_features`.
+        """
         cfg = self.cfg
         device = resolve_device(cfg.run.device)
         self.encoders.to(device)
@@ -266,16 +271,27 @@ class _FrozenFeatures:
         if cfg.evaluation.bn_recalibrate:
             ev.recalibrate_bn(self.encoders, self.train_ds, batch, device, workers)
             log(f"BatchNorm statistics recomputed over {len(self.train_ds)} train samples")
+        return device, batch, workers
+
+    def health_of(self, features, log) -> dict:
+        """:func:`ev.feature_health` of (n, K, D) features, the collapse warning logged."""
+        threshold = self.cfg.evaluation.collapse_threshold
+        health = ev.feature_health(features, self.names, threshold)
+        warning = ev.collapse_warning(health, threshold, self.cfg.evaluation.bn_recalibrate)
+        if warning:
+            log(warning)
+        return health
+
+    def extract(self, log):
+        """Recalibrate BN when asked, extract, check health; sets x/y/index and health."""
+        device, batch, workers = self.prepare(log)
         self.snapshot = ev.parameter_snapshot(self.encoders)
         t0 = time.perf_counter()
         self.x_train, self.y_train, _ = ev.extract_features(self.encoders, self.train_ds, batch, device, workers)
         self.x_val, self.y_val, self.i_val = ev.extract_features(self.encoders, self.val_ds, batch, device, workers)
         log(f"features of {len(self.x_train)} train and {len(self.x_val)} val samples "
             f"in {time.perf_counter() - t0:.1f} s")
-        self.health = ev.feature_health(self.x_train, self.names, cfg.evaluation.collapse_threshold)
-        warning = ev.collapse_warning(self.health, cfg.evaluation.collapse_threshold, cfg.evaluation.bn_recalibrate)
-        if warning:
-            log(warning)
+        self.health = self.health_of(self.x_train, log)
         self.device = device
 
     def val_names(self) -> np.ndarray:
@@ -327,7 +343,7 @@ def frozen_evaluation(store, benchmark, run_dirs: dict, *, checkpoint=None, rand
     if unknown or not run_dirs:
         raise ev.EvaluationError(f"unknown evaluation protocol(s) {unknown}; valid: {', '.join(PROTOCOLS)}")
     cfg = load_config(config, overrides)
-    frozen = _FrozenFeatures(store, benchmark, cfg, checkpoint, random_init, modalities)
+    frozen = FrozenFeatures(store, benchmark, cfg, checkpoint, random_init, modalities)
     if "knn" in run_dirs and cfg.evaluation.knn_k > len(frozen.train_ds):
         raise ev.EvaluationError(f"--k {cfg.evaluation.knn_k} is larger than the {len(frozen.train_ds)} train "
                                  f"samples of {benchmark}")
@@ -366,7 +382,7 @@ def knn(store, benchmark, run_dir, **options) -> dict:
     return None if results is None else results["knn"]
 
 
-def _linear_protocol(frozen: _FrozenFeatures, cfg: Config, run: Path, log) -> dict:
+def _linear_protocol(frozen: FrozenFeatures, cfg: Config, run: Path, log) -> dict:
     from ikem_train.linear import BEST_LABEL, fit_linear
 
     fit = fit_linear(frozen.x_train, frozen.y_train, frozen.x_val, frozen.y_val, frozen.names, cfg.linear,
@@ -400,7 +416,7 @@ def _linear_protocol(frozen: _FrozenFeatures, cfg: Config, run: Path, log) -> di
     return results
 
 
-def _knn_protocol(frozen: _FrozenFeatures, cfg: Config, run: Path, log) -> dict:
+def _knn_protocol(frozen: FrozenFeatures, cfg: Config, run: Path, log) -> dict:
     from ikem_train.knn import fuse_features, knn_predict
 
     k = cfg.evaluation.knn_k

@@ -112,7 +112,8 @@ def _series(records):
     return out
 
 
-def _save(figure, path: Path):
+def save_figure(figure, path: Path):
+    """Write ``figure`` to ``path`` (PNG) under a temporary name, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
@@ -234,7 +235,7 @@ def plot_curves(records, out, title="") -> dict:
         ax.set_axis_off()
     if title:
         figure.suptitle(title)
-    _save(figure, Path(out))
+    save_figure(figure, Path(out))
     return {"path": str(out), "panels": {name: keys for name, keys in panels}, "size": size}
 
 
@@ -332,7 +333,7 @@ def plot_confusion(matrix, names, out, title="") -> dict:
                             color="white" if share[i, j] > 0.5 else "black")
     if title:
         ax.set_title(title, fontsize=10)
-    _save(figure, Path(out))
+    save_figure(figure, Path(out))
     return {"path": str(out), "size": (side, side)}
 
 

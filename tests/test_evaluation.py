@@ -214,17 +214,17 @@ def test_the_frozen_check_is_a_real_comparison(pretrained, tmp_path, monkeypatch
 
     def fit_and_touch(*args, **kwargs):  # a classifier step that wrongly writes into an encoder
         out = real_fit(*args, **kwargs)
-        frozen = jobs._FrozenFeatures.last
+        frozen = jobs.FrozenFeatures.last
         next(iter(frozen.encoders.values())).data_bn.weight.data += 1
         return out
 
-    original_init = jobs._FrozenFeatures.__init__
+    original_init = jobs.FrozenFeatures.__init__
 
     def remember(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
-        jobs._FrozenFeatures.last = self
+        jobs.FrozenFeatures.last = self
 
-    monkeypatch.setattr(jobs._FrozenFeatures, "__init__", remember)
+    monkeypatch.setattr(jobs.FrozenFeatures, "__init__", remember)
     monkeypatch.setattr(linear_module, "fit_linear", fit_and_touch)
     with pytest.raises(ev.EvaluationError, match="frozen encoder weights changed.*data_bn.weight"):
         jobs.linear(store, "ntu60-xsub", tmp_path / "lin", checkpoint=checkpoint, overrides=SMALL, **quiet)
