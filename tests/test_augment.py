@@ -1,7 +1,6 @@
 """Augmentation (METHOD.md §4): shapes, crop bounds, symmetric padding, shear; worker seeding."""
 
 import numpy as np
-import pytest
 
 from ikem_train.augment import augment, shear, shear_matrix, symmetric_pad, temporal_crop, worker_rng
 
