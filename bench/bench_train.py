@@ -247,10 +247,12 @@ def main():
             overrides = [f"data.batch_size={args.batch}", f"model.queue_size={queue}", "data.num_workers=0",
                          "run.device=cpu", "run.progress=false", f"model.modalities=[{','.join(modalities)}]",
                          f"run.max_steps_per_epoch={args.steps}", "optim.epochs=2"]
+            rates = {}
             for processes in (1, 2):
-                rate, threads = gloo_rate(store, processes, overrides)
+                rates[processes], threads = gloo_rate(store, processes, overrides)
+                versus = "(baseline)" if processes == 1 else f"{rates[processes] / rates[1]:5.2f}x one process"
                 print(f"pretrain ({', '.join(modalities)}), {processes} CPU process(es) x {threads} thread(s): "
-                      f"{rate:8.1f} samples/s")
+                      f"{rates[processes]:8.1f} samples/s  {versus}")
         if "loop" in sections:
             workers = max(int(w) for w in args.workers.split(","))
             teacher = None

@@ -41,13 +41,8 @@ def embed(store, benchmark, checkpoint, random_init, out, modality, max_samples,
 
     settings = {"evaluation.bn_recalibrate": "true" if bn_recalibrate else None}
     with needs_packages("ikem-train embed", ("sklearn", "matplotlib", "PIL", "scipy"), "scikit-learn matplotlib"):
-        try:
-            res = draw(store, benchmark, out, checkpoint=checkpoint, random_init=random_init, modality=modality,
-                       max_samples=max_samples, config=config_path,
-                       overrides=_overrides(overrides, device, **settings), log=click.echo)
-        except ValueError as exc:
-            if type(exc).__name__ != "EmbedError":
-                raise
-            raise click.ClickException(str(exc)) from None
+        res = draw(store, benchmark, out, checkpoint=checkpoint, random_init=random_init, modality=modality,
+                   max_samples=max_samples, config=config_path, overrides=_overrides(overrides, device, **settings),
+                   log=click.echo)
     click.echo(f"{res['path']}: {res['samples']} of {res['val_samples']} val samples, {res['num_class']} classes, "
                f"{res['size'][0]}x{res['size'][1]} px")

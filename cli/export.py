@@ -1,7 +1,5 @@
 """`ikem-data export`: a store in the reference pipeline's file format, or as a pyskl pickle."""
 
-import os
-
 import click
 
 
@@ -41,8 +39,6 @@ def export(store, fmt, benchmark, to, dtype, overwrite):
         else:
             if benchmark is None:
                 raise ExportError("--benchmark is required for --format reference (e.g. ntu60-xsub)")
-            if os.path.exists(to) and not os.path.isdir(to):
-                raise ExportError(f"{to} is a file; --format reference writes a folder of four files")
             result = export_benchmark(store, benchmark, to, overwrite=overwrite)
     except (ExportError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -30,7 +30,7 @@ def describe(store, max_failed=20):
     """Lines of text describing ``store`` (an open :class:`ikem_data.store.Store`)."""
     import numpy as np
 
-    from ikem_data.layouts import KINECT_V2_25
+    from ikem_data.layouts import DEFAULT_LAYOUT
 
     attrs = store.attrs.to_dict()
     lines = [f"store:     {store.path} ({store.kind}, {attrs.get('format')} v{attrs.get('version')}, "
@@ -71,7 +71,7 @@ def describe(store, max_failed=20):
                 lines.append(f"  ... {len(failed) - max_failed} more (ikem-data info --json)")
     layout = attrs.get("layout")
     lines.append(f"layout:    {layout}" if layout else
-                 f"layout:    not recorded (a store made before ikem recorded layouts: {KINECT_V2_25})")
+                 f"layout:    not recorded (a store made before ikem recorded layouts: {DEFAULT_LAYOUT})")
     benchmarks = store.benchmarks()
     if not benchmarks and gen is not None and gen.get("complete"):
         lines.append("splits:    none: this store has no benchmark to train or evaluate on")

@@ -21,7 +21,7 @@ _HELP_SET = "Override a config value, e.g. --set optim.lr=0.05 (value parsed as 
 
 # Error types whose message is written for users; anything else keeps its traceback (a bug).
 _FRIENDLY = {"ConfigError", "TrainingError", "CheckpointError", "EvaluationError", "StoreError", "FuseError",
-             "DemoError", "LockedError", "ValueError", "DistributedError", "PeerFailure"}
+             "DemoError", "EmbedError", "LockedError", "ValueError", "DistributedError", "PeerFailure"}
 
 
 def _rank() -> int:

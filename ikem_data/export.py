@@ -67,10 +67,12 @@ def export_benchmark(store_path, benchmark, to, overwrite=False, block=64):
         dict part -> ``{"samples": n, "position": path, "label": path}``.
 
     Raises:
-        ExportError: the store has no complete modalities, no such benchmark, or an
-            output file exists (without ``overwrite``).
+        ExportError: ``to`` is a file, the store has no complete modalities, no such
+            benchmark, or an output file exists (without ``overwrite``).
         FileNotFoundError, ValueError: no store at ``store_path`` / not an ikem store.
     """
+    if os.path.exists(to) and not os.path.isdir(to):
+        raise ExportError(f"{to} is a file; --format reference writes a folder of four files")
     to = Path(to)
     with open_store(store_path, "r") as store:
         if not store.is_complete("modalities") or "modalities/joint" not in store:

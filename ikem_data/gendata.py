@@ -73,11 +73,11 @@ from pathlib import Path
 
 from ikem_data.gendata_errors import GendataError
 from ikem_data.gendata_inputs import INPUT_FORMATS, ON_ERROR, plan
-from ikem_data.gendata_out import decide, inspect_out, partial_path, remove_path
+from ikem_data.gendata_out import decide, inspect_out, partial_path
 from ikem_data.gendata_workers import Parsers, load_sample
 from ikem_data.gendata_write import check_pass, create_store, finish_store, write_pass
 from ikem_data.layouts import KINECT_V2_25
-from ikem_data.store import open_store
+from ikem_data.store import open_store, remove_path
 
 # The names other code imports from here; the rest is in the gendata_* modules (a test
 # that patches a module attribute patches the module that uses it).
@@ -147,8 +147,7 @@ def _gendata(out, job, overwrite, workers, progress, write_chunks, stop_after_ch
     """:func:`gendata` once ``out`` is locked for this process."""
     params, samples = job["params"], job["samples"]
     partial = partial_path(out)
-    if partial.exists() or partial.is_symlink():  # a creation that was interrupted (we hold the lock)
-        remove_path(partial)
+    remove_path(partial)  # a creation that was interrupted, if any (we hold the lock)
     kind, store, why = inspect_out(out)
     state = None
     if kind == "foreign":

@@ -4,14 +4,13 @@
 something foreign); :func:`decide` says whether an existing store is complete, continued
 (``resume``) or made with other arguments (replaced only with ``overwrite``): the rerun
 rules of :mod:`ikem_data.gendata`. A new store is built under :func:`partial_path` and
-renamed to ``out`` (:func:`ikem_data.gendata_write.create_store`); :func:`remove_path`
-clears a leftover or a replaced store.
+renamed to ``out`` (:func:`ikem_data.gendata_write.create_store`);
+:func:`ikem_data.store.remove_path` clears a leftover or a replaced store.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 
 from ikem_data.gendata_inputs import fingerprint
 from ikem_data.store import is_hdf5_path, open_store
@@ -36,14 +35,6 @@ def _identity(params):
 def partial_path(out):
     """Where a new store is built before it is renamed to ``out`` (same folder, same suffix)."""
     return out.with_name(f"{out.stem}.ikem-partial{out.suffix}")
-
-
-def remove_path(path):
-    """Remove a file, a link (never what it points to) or a folder tree; nothing if absent."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
 
 
 def _blank_zarr_group(path):

@@ -43,6 +43,11 @@ def _worker_init():
         threading.Thread(target=_watch_parent, args=(parent,), name="ikem-watch-parent", daemon=True).start()
 
 
+def _where(source):
+    """The file a task's source names: the path itself, or the first item of a tuple source."""
+    return source if isinstance(source, (str, os.PathLike)) else source[0]
+
+
 def load_sample(task):
     """Parse one input (runs in a worker).
 
@@ -58,7 +63,7 @@ def load_sample(task):
         message naming the file (and the line or sample where there is one).
     """
     source, input_format, body_policy, max_bodies, frames_only = task
-    path = source if isinstance(source, (str, os.PathLike)) else source[0]
+    path = _where(source)
     try:
         if input_format == "pyskl":
             from ikem_data.pyskl import load_annotation
@@ -167,8 +172,7 @@ def _ordered(pool, tasks, depth, group_limit=1):
         try:
             done = future.result()
         except BrokenProcessPool:
-            where = group[0][0] if isinstance(group[0][0], (str, os.PathLike)) else group[0][0][0]
-            raise GendataError(f"a parser worker process died while reading {where} (killed, or out of "
+            raise GendataError(f"a parser worker process died while reading {_where(group[0][0])} (killed, or out of "
                                f"memory?); rerun the same command to continue") from None
         return zip(keys, done)
 

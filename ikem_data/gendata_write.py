@@ -22,12 +22,11 @@ from ikem_data import __version__
 from ikem_data import ntu
 from ikem_data.gendata_errors import GendataError
 from ikem_data.gendata_inputs import fingerprint, sample_line
-from ikem_data.gendata_out import remove_path
-from ikem_data.layouts import KINECT_V2_25
-from ikem_data.store import open_store
+from ikem_data.layouts import KINECT_V2_25, get_layout
+from ikem_data.store import open_store, remove_path
 
 ID_FIELDS = ("setup", "camera", "subject", "replication")
-NUM_JOINTS = 25
+NUM_JOINTS = get_layout(KINECT_V2_25).num_joints  # every gendata input is Kinect v2 (attrs["layout"])
 #: Upper bound of the write buffer; a chunk larger than this is written alone.
 WRITE_BUFFER_BYTES = 256 << 20
 RAW_ARRAYS = ("xyz", "frames", "bodies", "label", "setup", "camera", "subject", "replication", "name")
@@ -55,15 +54,16 @@ def _create_arrays(store, n, t_max, max_bodies, chunk_size, name_width):
     store.create_array("raw/name", (n,), f"S{name_width}", chunks=(big,), overwrite=True)
 
 
-def _flush(store):
-    if store.kind == "hdf5":
-        store.root.flush()
-
-
 def _save_state(store, state):
-    _flush(store)  # data first, then the state that points past it
+    store.flush()  # data first, then the state that points past it
     store.attrs["gendata"] = state
-    _flush(store)
+    store.flush()
+
+
+def _task(sample, params, frames_only):
+    """The task of :func:`ikem_data.gendata_workers.load_sample` for one sample."""
+    return (sample.get("source", sample["path"]), params["input_format"], params["body_policy"],
+            params["max_bodies"], frames_only)
 
 
 def check_pass(samples, params, parsers, progress):
@@ -75,8 +75,7 @@ def check_pass(samples, params, parsers, progress):
     """
     from tqdm import tqdm
 
-    tasks = ((k, (s.get("source", s["path"]), params["input_format"], params["body_policy"], params["max_bodies"],
-                  True)) for k, s in enumerate(samples))
+    tasks = ((k, _task(s, params, True)) for k, s in enumerate(samples))
     t_max, failures = 0, []
     bar = tqdm(total=len(samples), unit="file", disable=not progress, smoothing=0.1, desc="checking")
     try:
@@ -97,7 +96,15 @@ def check_pass(samples, params, parsers, progress):
 
 
 def create_store(out, partial, job, t_max):
-    """Build the new store at ``partial`` (arrays, then the state), then rename it to ``out``."""
+    """Build the new store at ``partial`` (arrays, then the state), then rename it to ``out``.
+
+    ``raw/xyz`` is (N, 3, ``t_max``, 25, M) float32 (zeros), the 1-D ``raw/`` arrays (N,),
+    N = the planned samples; whatever was at ``out`` is removed first (the caller decided
+    it may be replaced).
+
+    Returns:
+        the initial ``attrs["gendata"]`` state (``complete`` false, nothing written).
+    """
     params, samples = job["params"], job["samples"]
     name_width = max(1, max(len(s["name"].encode()) for s in samples))
     state = dict(complete=False, params=params, ikem_version=__version__, t_max=max(int(t_max), 1),
@@ -111,14 +118,23 @@ def create_store(out, partial, job, t_max):
         _save_state(store, state)
     finally:
         store.close()
-    if out.exists() or out.is_symlink():  # decided replaceable by the caller
-        remove_path(out)
+    remove_path(out)  # whatever is there was decided replaceable by the caller
     os.replace(partial, out)
     return state
 
 
 def write_pass(store, state, samples, params, parsers, progress, write_chunks, stop_after_chunks):
-    """The write pass: parse from ``state["next_file"]`` on and write chunk by chunk."""
+    """The write pass: parse from ``state["next_file"]`` on and write chunk by chunk.
+
+    Returns:
+        the state after the last write (``next_file`` = len(samples) when all were done).
+
+    Raises:
+        GendataError: with ``on_error="stop"``, a malformed file (the samples before it
+            are written and recorded, so a rerun continues there).
+        KeyboardInterrupt: ``stop_after_chunks`` reached, or Ctrl-C; the state saved last
+            is consistent with the data.
+    """
     m, t_max = params["max_bodies"], state["t_max"]
     start = state["next_file"]
     if start >= len(samples):
@@ -171,8 +187,7 @@ def write_pass(store, state, samples, params, parsers, progress, write_chunks, s
 
     from tqdm import tqdm
 
-    tasks = ((k, (samples[k].get("source", samples[k]["path"]), params["input_format"], params["body_policy"], m,
-                  False)) for k in range(start, len(samples)))
+    tasks = ((k, _task(samples[k], params, False)) for k in range(start, len(samples)))
     bar = tqdm(total=len(samples), initial=start, unit="file", disable=not progress, smoothing=0.1,
                desc="gendata")
     try:
@@ -217,7 +232,15 @@ def _membership_splits(names, samples):
 
 
 def finish_store(store, state, samples, params, skipped, notes=()):
-    """Shrink to the samples written (and T_max to the longest), write the splits, then mark complete."""
+    """Shrink to the samples written (and T_max to the longest), write the splits, then mark complete.
+
+    Returns:
+        the final state (``complete`` true, ``n_samples``, ``benchmarks``, ``frames_stats``).
+
+    Raises:
+        GendataError: no sample was written (every input failed); the state is reset so
+            that the next run starts over.
+    """
     n = state["written"]
     if n == 0:
         first = state["failed"][0]["reason"] if state["failed"] else "none recorded"
@@ -271,5 +294,5 @@ def finish_store(store, state, samples, params, skipped, notes=()):
     _save_state(store, state)  # everything flushed ...
     state["complete"] = True
     store.attrs["gendata"] = state  # ... then completion, last
-    _flush(store)
+    store.flush()
     return state

@@ -28,7 +28,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-NUM_JOINTS = 25
+from ikem_data.layouts import KINECT_V2_25, get_layout
+
+NUM_JOINTS = get_layout(KINECT_V2_25).num_joints  # 25
 FIELDS = 1 + 4 * NUM_JOINTS
 
 

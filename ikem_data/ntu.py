@@ -26,7 +26,6 @@ import numpy as np
 SKELETON_SUFFIX = ".skeleton"
 # [0-9], not \d: \d also matches other scripts' digits, which int() would accept.
 NAME_RE = re.compile(r"^S([0-9]{3})C([0-9]{3})P([0-9]{3})R([0-9]{3})A([0-9]{3})$")
-ID_NAMES = ("setup", "camera", "subject", "replication", "action")
 
 XSUB60_TRAIN_SUBJECTS = frozenset(
     (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38))
@@ -85,7 +84,7 @@ def parse_name(name) -> SampleId:
     if not match:
         raise ValueError(f"{name!r} is not an NTU sample name (expected SsssCcccPpppRrrrAaaa.skeleton)")
     sid = SampleId(*(int(g) for g in match.groups()))
-    for field, value in zip(ID_NAMES, sid):
+    for field, value in zip(SampleId._fields, sid):
         if value == 0:
             raise ValueError(f"{name!r}: {field} 0 is not an NTU id (ids are 1-based: "
                              f"{field} 001 is the first)")

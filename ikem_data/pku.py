@@ -40,13 +40,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ikem_data.layouts import KINECT_V2_25, get_layout
 from ikem_data.names import BENCHMARKS as _ALL_BENCHMARKS
 from ikem_data.skeleton import read_regular_file
 
 DATASETS = ("pku1", "pku2")
 BENCHMARKS = tuple(b for b in _ALL_BENCHMARKS if b.startswith("pku"))
 NUM_CLASSES = 51
-ROW_NUMBERS = 150  # 2 bodies x 25 joints x 3
+NUM_JOINTS = get_layout(KINECT_V2_25).num_joints  # 25: PKU-MMD records Kinect v2 joints
+ROW_NUMBERS = 2 * NUM_JOINTS * 3  # 150: 2 bodies x 25 joints x 3
 #: Split files per phase and benchmark, in order of preference.
 SPLIT_FILES = {
     "pku1": {"xsub": ("cross_subject.txt", "cross-subject.txt"), "xview": ("cross_view.txt", "cross-view.txt")},
@@ -349,14 +351,14 @@ def load_segment(source, max_bodies, frames_only=False):
     if end > rows.shape[0]:
         raise PkuError(f"{where}: the segment ends at frame {end} (excluded), past the end of {path} "
                        f"({rows.shape[0]} frames)")
-    segment = rows[start:end].reshape(end - start, 2, 25, 3)  # (T, body, joint, xyz)
+    segment = rows[start:end].reshape(end - start, 2, NUM_JOINTS, 3)  # (T, body, joint, xyz)
     present = segment.reshape(end - start, 2, -1).any(axis=(0, 2))
     if not present.any():
         raise PkuError(f"{where}: frames {start}..{end - 1} of {path} hold no body (all zeros); MAMP drops such "
                        f"segments: rerun with --on-error skip to leave it out")
     if frames_only:
         return ("ok", end - start)
-    xyz = np.zeros((3, end - start, 25, max_bodies), dtype=np.float32)
+    xyz = np.zeros((3, end - start, NUM_JOINTS, max_bodies), dtype=np.float32)
     k = min(2, max_bodies)
     xyz[..., :k] = segment[:, :k].transpose(3, 0, 2, 1)  # -> (C, T, V, M)
     return ("ok", xyz, end - start, int(np.count_nonzero(present)))

@@ -31,6 +31,7 @@ import stat
 import numpy as np
 
 from ikem_data import ntu
+from ikem_data.layouts import KINECT_V2_25, get_layout
 
 #: pyskl's split prefix -> ikem benchmark, per dataset (its ntu_preproc.py writes these).
 PYSKL_BENCHMARKS = {
@@ -38,11 +39,11 @@ PYSKL_BENCHMARKS = {
     "ntu120": {"xsub": "ntu120-xsub", "xset": "ntu120-xset"},
 }
 PARTS = ("train", "val")
-NUM_JOINTS = 25
+NUM_JOINTS = get_layout(KINECT_V2_25).num_joints  # 25: NTU's Kinect v2 joints
 REQUIRED_KEYS = ("frame_dir", "label", "keypoint", "total_frames")
 #: Keys pyskl documents for an annotation; anything else is refused as not this format.
 KNOWN_KEYS = frozenset(REQUIRED_KEYS) | {"keypoint_score", "img_shape", "original_shape"}
-NUM_CLASSES = {"ntu60": 60, "ntu120": 120}
+NUM_CLASSES = {"ntu60": ntu.NTU60_MAX_ACTION, "ntu120": ntu.NTU120_MAX_ACTION}
 _F32_MAX = float(np.finfo(np.float32).max)
 
 

@@ -41,7 +41,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-NUM_JOINTS = 25
+from ikem_data.layouts import KINECT_V2_25, get_layout
+
+NUM_JOINTS = get_layout(KINECT_V2_25).num_joints  # 25: NTU files hold Kinect v2 joints
 BODY_FIELDS = 10
 JOINT_FIELDS = 12
 BODY_POLICIES = ("listed", "tracked")
@@ -385,7 +387,7 @@ def _parse_kernel(data, words, fast, max_records, pow10, cls):
     frame = np.empty(max_records, dtype=np.int32)
     slot = np.empty(max_records, dtype=np.int8)
     body_id = np.empty(max_records, dtype=np.int64)
-    xyz = np.zeros((max_records, 25, 3), dtype=np.float32)
+    xyz = np.zeros((max_records, NUM_JOINTS, 3), dtype=np.float32)
     rec = 0
 
     st, n_frames, a, b, pos, line = _int_line(data, words, fast, 0, n, 0, cls, pow10, 1)

@@ -417,14 +417,16 @@ def _check_format(store):
         raise ValueError(f"{store.path} has store version {version!r}; this ikem reads version {STORE_VERSION}")
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
+def remove_path(path) -> None:
+    """Remove a file, a link (never what it points to) or a folder tree; nothing if absent."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
-    elif path.exists():
+    elif path.exists() or path.is_symlink():
         path.unlink()
 
 
-def _looks_like_store(path, hdf5) -> bool:
+def _looks_like_store(path) -> bool:
     try:
         with open_store(path, "r"):
             return True
@@ -438,10 +440,10 @@ def open_store(path, mode="r") -> Store:
     Args:
         path: a zarr directory, or an HDF5 file when it ends in ``.h5``/``.hdf5``.
         mode: ``"r"`` read, ``"r+"`` read/write an existing store, ``"w"`` create a new
-            empty store (an existing ikem store at ``path`` is replaced; anything else
-            there is refused). The new store is made as ``<path>.creating`` and renamed
-            into place with its format attributes written, so ``path`` never holds a
-            half-created store.
+            empty store (an existing ikem store at ``path`` is replaced, a link to one
+            removed, never its target; anything else there is refused). The new store
+            is made as ``<path>.creating`` and renamed into place with its format
+            attributes written, so ``path`` never holds a half-created store.
 
     Returns:
         :class:`Store` with ``format``, ``version`` and ``ikem_version`` set (mode ``w``).
@@ -458,15 +460,15 @@ def open_store(path, mode="r") -> Store:
     if mode == "w":
         if path.exists():
             empty_dir = path.is_dir() and not any(path.iterdir())
-            if not empty_dir and not _looks_like_store(path, hdf5):
+            if not empty_dir and not _looks_like_store(path):
                 raise ValueError(f"{path} exists and is not an ikem store; refusing to overwrite it")
-            _remove(path)
+            remove_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Created under a temporary name and renamed once its format attributes are in, so
         # an interruption never leaves at `path` something that is not yet an ikem store
         # (which a rerun or --overwrite would then have to refuse).
         creating = path.with_name(path.name + ".creating")
-        _remove(creating)
+        remove_path(creating)
         if hdf5:
             import h5py
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +104,26 @@ def _unsafe_globals(path) -> list[str]:
         return []
 
 
+@contextmanager
+def atomic_file(path, mode: str = "wb"):
+    """Write ``path`` all at once: yields ``<name>.tmp`` beside it, open in ``mode``; on a
+    clean exit it is flushed, fsync'ed and renamed over ``path`` (``os.replace``), so a
+    reader or a crash sees the old file or the new one, never part of one. On an error
+    the tmp file is removed and ``path`` is left as it was."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_checkpoint(path, payload: dict) -> Path:
-    """Write ``payload`` to ``path`` atomically (tmp file, fsync, ``os.replace``).
+    """Write ``payload`` to ``path`` atomically (:func:`atomic_file`), creating its folder.
 
     Raises:
         CheckpointError: ``payload["kind"]`` is not one of :data:`KINDS`.
@@ -113,12 +132,8 @@ def save_checkpoint(path, payload: dict) -> Path:
         raise CheckpointError(f"checkpoint kind must be one of {KINDS}, got {payload.get('kind')!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_file(path) as fh:
         torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return path
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ikem_train.plots import DPI, save_figure
+from ikem_train.plots import new_figure, save_figure
 
 FUSED = "fused"
 DEFAULT_MAX_SAMPLES = 2000
@@ -76,13 +76,9 @@ def plot_embedding(xy, labels, names, out, title="") -> dict:
     Returns:
         ``{"path", "size"}`` (:data:`EMBED_PX`).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     labels = np.asarray(labels, dtype=np.int64)
     present = np.unique(labels)
-    figure = Figure(figsize=(EMBED_PX[0] / DPI, EMBED_PX[1] / DPI), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(*EMBED_PX, layout="constrained")
     ax = figure.subplots()
     colours = _colours(len(present))
     markers = "os^Dv" if len(present) > 20 else "o"

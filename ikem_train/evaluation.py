@@ -22,8 +22,8 @@ from torch import nn
 
 from ikem_data.layouts import get_layout, store_layout
 from ikem_train.data import ModalityDataset, make_loader
+from ikem_train.stgcn import STGCN, stgcn_kwargs
 
-STGCN_KEYS = ("in_channels", "hidden_channels", "hidden_dim", "dropout", "graph_partition", "layout")
 #: Store modality parameters that change what an encoder sees, compared before evaluation.
 #: ``bone_pairs`` and ``true_timeline`` are also model settings (the torch modalities).
 STORE_KEYS = ("t_length", "rotation_sign", "bone_pairs", "true_timeline")
@@ -54,9 +54,7 @@ def checkpoint_modalities(ck: dict, requested=None) -> tuple[str, ...]:
 
 
 def _stgcn(model_cfg):
-    from ikem_train.stgcn import STGCN
-
-    return STGCN(**{k: model_cfg[k] for k in STGCN_KEYS if k in model_cfg})
+    return STGCN(**stgcn_kwargs(model_cfg))
 
 
 def load_encoders(ck: dict, modalities) -> nn.ModuleDict:
@@ -96,8 +94,11 @@ def random_encoders(model_cfg: dict, modalities, seed: int) -> nn.ModuleDict:
     """Freshly initialised encoders (reference init, METHOD.md §5): the no-pretraining baseline.
 
     Args:
-        model_cfg: the ``model`` config section as a dict (widths, graph partition).
+        model_cfg: the ``model`` config section as a dict (widths, graph partition, layout).
         modalities: names; seed: torch seed of the initialisation.
+
+    Returns:
+        ``nn.ModuleDict`` modality -> STGCN, frozen and in eval mode, in the order of ``modalities``.
     """
     torch.manual_seed(seed)
     return nn.ModuleDict({m: _stgcn(model_cfg).requires_grad_(False).eval() for m in modalities})
@@ -179,12 +180,28 @@ def recalibrate_bn(encoders: nn.ModuleDict, dataset: ModalityDataset, batch_size
 
     Uses ``torch.optim.swa_utils.update_bn`` (statistics reset, then the cumulative average
     of one pass's batch statistics), dropout off. The encoders stay frozen and in eval mode.
+
+    Args:
+        encoders: modality -> STGCN, in the order of the dataset's modalities (x[:, k]).
+        dataset: its ``x`` (B, K, 3, T, V, M). batch_size, num_workers: of the loader.
     """
     from torch.optim.swa_utils import update_bn
 
-    loader, _ = make_loader(dataset, batch_size, shuffle=False, drop_last=False, num_workers=num_workers)
-    update_bn((batch["x"] for batch in loader), _AllStreams(encoders), device=device)
+    update_bn((x for x, _, _ in eval_batches(dataset, batch_size, device, num_workers)), _AllStreams(encoders),
+              device=device)
     encoders.eval()
+
+
+def eval_batches(dataset: ModalityDataset, batch_size, device, num_workers=0):
+    """Every batch of ``dataset`` in order (no shuffle; the last batch may be partial).
+
+    Yields:
+        ``(x, labels, store indices)``: x (B, K, 3, T, V, M) float32 on ``device``, K = the
+        dataset's modalities in its order; labels and indices (B,) int64 on the CPU.
+    """
+    loader, _ = make_loader(dataset, batch_size, shuffle=False, drop_last=False, num_workers=num_workers)
+    for batch in loader:
+        yield batch["x"].to(device), batch["label"], batch["index"]
 
 
 @torch.no_grad()
@@ -195,14 +212,12 @@ def extract_features(encoders: nn.ModuleDict, dataset: ModalityDataset, batch_si
         ``(features (n, K, hidden_dim) float32, labels (n,) int64, store indices (n,) int64)``,
         K = the encoders in their order (the dataset's modalities must be the same).
     """
-    loader, _ = make_loader(dataset, batch_size, shuffle=False, drop_last=False, num_workers=num_workers)
     feats, labels, index = [], [], []
     names = list(encoders)
-    for batch in loader:
-        x = batch["x"].to(device)  # (B, K, 3, T, 25, M)
+    for x, label, idx in eval_batches(dataset, batch_size, device, num_workers):  # x (B, K, 3, T, V, M)
         feats.append(torch.stack([encoders[m](x[:, k]) for k, m in enumerate(names)], dim=1).float().cpu())
-        labels.append(batch["label"])
-        index.append(batch["index"])
+        labels.append(label)
+        index.append(idx)
     return torch.cat(feats), torch.cat(labels), torch.cat(index)
 
 
@@ -265,7 +280,14 @@ def collapse_warning(health: dict, threshold: float, recalibrated: bool) -> str 
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Fraction of rows whose label is among the ``k`` largest logits (k capped at #classes)."""
+    """Fraction in [0, 1] of rows whose label is among the ``k`` largest logits (k capped at C).
+
+    Args:
+        logits: (n, C) float. labels: (n,) int64.
+
+    Returns:
+        the fraction as a float; NaN when n = 0.
+    """
     k = min(k, logits.shape[1])
     top = logits.topk(k, dim=1).indices
     return float((top == labels[:, None]).any(dim=1).float().mean()) if len(labels) else float("nan")

@@ -35,7 +35,7 @@ import yaml
 from ikem_data.names import MODALITIES, resolve_modalities
 from ikem_train import distributed
 from ikem_train import evaluation as ev
-from ikem_train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
+from ikem_train.checkpoint import CheckpointError, atomic_file, load_checkpoint, save_checkpoint, seed_everything
 from ikem_train.config import Config, config_from_dict, config_to_dict, load_config
 from ikem_train.data import ModalityDataset, PretrainDataset
 from ikem_train.loop import resolve_device, run_folder, train
@@ -115,9 +115,8 @@ def _write_config(run: Path, cfg: Config) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    with atomic_file(path, "w") as fh:
+        fh.write(json.dumps(data, indent=2))
 
 
 def _num_class(cfg: Config, *label_arrays) -> int:
@@ -133,6 +132,13 @@ def _val_names(store_path, index) -> np.ndarray:
     with open_store(store_path, "r") as store:
         names = store.names()
     return np.array([names[int(i)] for i in index])
+
+
+def _train_split(store, benchmark, cfg: Config, env, **options) -> PretrainDataset:
+    """A training job's augmented train split: ``data.shear``, ``data.crop_ratio``, ``data.seed``
+    and this rank's augmentation streams; ``options`` (``views``, ``positions``) as PretrainDataset's."""
+    return PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
+                           seed=cfg.data.seed, rank=env.rank, **options)
 
 
 # -- self-supervised training -----------------------------------------------------------
@@ -152,8 +158,7 @@ def pretrain(store, benchmark, run_dir, *, config=None, overrides=(), resume=Fal
     base = _resume_base(run_dir, resume)
     cfg = _with_store_layout(load_config(config, overrides, base["config"] if base else None), store)
     with _processes(cfg, log) as (env, log):
-        dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
-                                  seed=cfg.data.seed, rank=env.rank)
+        dataset = _train_split(store, benchmark, cfg, env)
         with run_folder(run_dir, resume, log) as run:
             seed_everything(cfg.data.seed)
             model = PretrainModel(**asdict(cfg.model))
@@ -208,11 +213,10 @@ def distill(store, benchmark, run_dir, *, teacher=None, config=None, overrides=(
             raise CheckpointError("--teacher is required (a six-modality pretrain checkpoint)")
         teacher = base.get("teacher")
     tck = load_teacher(teacher)
-    ev.check_store_agrees(store, tck["config"]["model"], tck.get("store_params"))
+    store_params = ev.check_store_agrees(store, tck["config"]["model"], tck.get("store_params"))
     cfg = _with_model(load_config(config, overrides, base["config"] if base else None), tck["config"]["model"])
     with _processes(cfg, log) as (env, log):
-        dataset = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
-                                  seed=cfg.data.seed, rank=env.rank)
+        dataset = _train_split(store, benchmark, cfg, env)
         with run_folder(run_dir, resume, log) as run:
             seed_everything(cfg.data.seed)
             model = DistillModel(tck["model"], tck["config"]["model"], **asdict(cfg.distill))
@@ -221,33 +225,59 @@ def distill(store, benchmark, run_dir, *, teacher=None, config=None, overrides=(
             record = train(model, dataset, cfg, run, kind="distill", modalities=cfg.distill.student_modalities,
                            resume=resume, log=log,
                            extra={"teacher": str(teacher), "store": str(store), "benchmark": benchmark,
-                                  "store_params": _store_params(store)})
+                                  "store_params": store_params})
             return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
 
 
 # -- frozen-feature evaluation ----------------------------------------------------------
 
 
+def _source(cfg: Config, store, checkpoint, modalities):
+    """Where a job's encoders come from: ``(checkpoint entries or None, modality names, model config dict)``.
+
+    A checkpoint (pretrain, distill or finetune) gives the ``modalities`` asked for (None or
+    ``"all"``: all of its encoders) and its ``model`` section; without one, the random
+    encoders take ``modalities`` (default ``model.modalities``) and the config's ``model``
+    section on the store's layout.
+
+    Raises:
+        CheckpointError: see :func:`load_checkpoint`; EvaluationError: a modality the
+            checkpoint lacks, a ``model.layout`` other than the store's.
+    """
+    if checkpoint is not None:
+        ck = load_checkpoint(checkpoint, kind=ev.CHECKPOINT_KINDS)
+        return ck, ev.checkpoint_modalities(ck, modalities), ck["config"]["model"]
+    names = resolve_modalities(cfg.model.modalities if modalities in (None, "all") else modalities)
+    return None, names, config_to_dict(_with_store_layout(cfg, store))["model"]
+
+
 def _encoders(cfg: Config, store, checkpoint, random_init: bool, modalities):
     """(encoders, names, model config dict, trained-on store params, source entries)."""
     if checkpoint is not None and random_init:
         raise ev.EvaluationError("give --checkpoint or --random-init, not both")
-    if checkpoint is not None:
-        ck = load_checkpoint(checkpoint, kind=ev.CHECKPOINT_KINDS)
-        names = ev.checkpoint_modalities(ck, modalities)
-        return (ev.load_encoders(ck, names), names, ck["config"]["model"], ck.get("store_params"),
-                {"checkpoint": str(checkpoint), "checkpoint_kind": ck["kind"], "random_init": False})
-    if not random_init:
+    if checkpoint is None and not random_init:
         raise ev.EvaluationError("give --checkpoint (a pretrain, distill or finetune checkpoint) or --random-init")
-    names = resolve_modalities(cfg.model.modalities if modalities in (None, "all") else modalities)
-    model_cfg = config_to_dict(_with_store_layout(cfg, store))["model"]
-    return (ev.random_encoders(model_cfg, names, cfg.data.seed), names, model_cfg, None,
-            {"checkpoint": None, "checkpoint_kind": None, "random_init": True})
+    ck, names, model_cfg = _source(cfg, store, checkpoint, modalities)
+    if ck is None:
+        return (ev.random_encoders(model_cfg, names, cfg.data.seed), names, model_cfg, None,
+                {"checkpoint": None, "checkpoint_kind": None, "random_init": True})
+    return (ev.load_encoders(ck, names), names, model_cfg, ck.get("store_params"),
+            {"checkpoint": str(checkpoint), "checkpoint_kind": ck["kind"], "random_init": False})
 
 
 class FrozenFeatures:
     """Features of the train and val splits from frozen encoders, with their checks
-    (also used by :mod:`ikem_train.embed`)."""
+    (also used by :mod:`ikem_train.embed`).
+
+    Construction loads the encoders (:func:`_source`), checks the store against them and
+    opens both splits; :meth:`extract` then sets ``x_train``, ``x_val`` (n, K, hidden_dim)
+    float32, ``y_train``, ``y_val``, ``i_val`` (n,) int64, ``val_names`` and ``health``.
+
+    Raises:
+        EvaluationError: both or neither of ``checkpoint`` and ``random_init``, a store that
+            does not match the encoders (:func:`ikem_train.evaluation.check_store_agrees`),
+            ``data.num_class`` below the labels. CheckpointError, StoreError, KeyError (benchmark).
+    """
 
     def __init__(self, store, benchmark, cfg: Config, checkpoint, random_init, modalities):
         self.encoders, self.names, self.model_cfg, trained_on, self.source = _encoders(
@@ -289,14 +319,11 @@ class FrozenFeatures:
         t0 = time.perf_counter()
         self.x_train, self.y_train, _ = ev.extract_features(self.encoders, self.train_ds, batch, device, workers)
         self.x_val, self.y_val, self.i_val = ev.extract_features(self.encoders, self.val_ds, batch, device, workers)
+        self.val_names = _val_names(self.store, self.i_val)  # SsssCcccPpppRrrrAaaa, in feature order
         log(f"features of {len(self.x_train)} train and {len(self.x_val)} val samples "
             f"in {time.perf_counter() - t0:.1f} s")
         self.health = self.health_of(self.x_train, log)
         self.device = device
-
-    def val_names(self) -> np.ndarray:
-        """``SsssCcccPpppRrrrAaaa``-style names of the val samples, in feature order."""
-        return _val_names(self.store, self.i_val)
 
     def unchanged(self) -> bool:
         """Whether the frozen encoders still equal their state before feature extraction."""
@@ -397,10 +424,10 @@ def _linear_protocol(frozen: FrozenFeatures, cfg: Config, run: Path, log) -> dic
     per, names = fit["logits"], frozen.names
     fused = per.mean(0)
     scores = {"fused": fused.numpy(), "label": frozen.y_val.numpy(), "index": frozen.i_val.numpy(),
-              "name": frozen.val_names(), "modalities": np.array(names),
+              "name": frozen.val_names, "modalities": np.array(names),
               **{f"logits/{m}": per[k].numpy() for k, m in enumerate(names)}}
-    np.savez(run / "scores.tmp.npz", **scores)
-    (run / "scores.tmp.npz").replace(run / "scores.npz")
+    with atomic_file(run / "scores.npz") as fh:
+        np.savez(fh, **scores)
     save_checkpoint(run / "classifier.pt", {
         "model": fit["heads"].state_dict(), "kind": "linear", "epoch": cfg.linear.epochs, "modalities": list(names),
         "config": config_to_dict(cfg), "checkpoint": frozen.source["checkpoint"]})
@@ -426,9 +453,9 @@ def _knn_protocol(frozen: FrozenFeatures, cfg: Config, run: Path, log) -> dict:
         preds["fused"] = knn_predict(fuse_features(frozen.x_train), frozen.y_train, fuse_features(frozen.x_val), k)
     top1 = {m: float((p == frozen.y_val).float().mean()) for m, p in preds.items()}
     overall = preds.get("fused", preds[frozen.names[0]])
-    np.savez(run / "predictions.tmp.npz", label=frozen.y_val.numpy(), index=frozen.i_val.numpy(),
-             name=frozen.val_names(), **{f"pred/{m}": p.numpy() for m, p in preds.items()})
-    (run / "predictions.tmp.npz").replace(run / "predictions.npz")
+    with atomic_file(run / "predictions.npz") as fh:
+        np.savez(fh, label=frozen.y_val.numpy(), index=frozen.i_val.numpy(), name=frozen.val_names,
+                 **{f"pred/{m}": p.numpy() for m, p in preds.items()})
     results = {**frozen.results("knn", run), "k": k, "similarity": "cosine",
                "fusion": "concatenated L2-normalised features (mean of per-modality cosines)",
                "top1": top1, **ev.class_report(overall, frozen.y_val, frozen.y_train, frozen.num_class),
@@ -466,7 +493,8 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
     """
     from ikem_train.finetune import FinetuneModel, label_subset
     from ikem_train.linear import BEST_LABEL
-    from ikem_train.model import Encoder, encoder_state_dicts
+    from ikem_train.model import Encoder
+    from ikem_train.stgcn import stgcn_kwargs
 
     base = _resume_base(run_dir, resume)
     if base is not None and checkpoint is None and not from_scratch:
@@ -476,25 +504,17 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
     if checkpoint is None and not from_scratch:
         raise ev.EvaluationError("give --checkpoint (a pretrain, distill or finetune checkpoint) or --from-scratch")
     cfg = load_config(config, overrides, base["config"] if base else None)
-    states, trained_on = None, None
-    if checkpoint is not None:
-        ck = load_checkpoint(checkpoint, kind=ev.CHECKPOINT_KINDS)
-        names = ev.checkpoint_modalities(ck, modalities)
-        states, trained_on = encoder_state_dicts(ck["model"], names), ck.get("store_params")
-        cfg = _with_model(cfg, ck["config"]["model"])
-    else:
-        names = resolve_modalities(cfg.model.modalities if modalities in (None, "all") else modalities)
-        cfg = _with_store_layout(cfg, store)
+    ck, names, source_model = _source(cfg, store, checkpoint, modalities)
+    pretrained = None if ck is None else ev.load_encoders(ck, names)  # strict: each key present, no other
+    cfg = _with_model(cfg, source_model)
     model_cfg = config_to_dict(cfg)["model"]
-    store_params = ev.check_store_agrees(store, model_cfg, trained_on)
+    store_params = ev.check_store_agrees(store, model_cfg, None if ck is None else ck.get("store_params"))
     with _processes(cfg, log) as (env, log):
-        train_ds = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
-                                   seed=cfg.data.seed, views=1, rank=env.rank)
+        train_ds = _train_split(store, benchmark, cfg, env, views=1)
         fraction = cfg.finetune.label_fraction
         if fraction is not None:
             subset = label_subset(train_ds.labels, fraction, cfg.data.seed)
-            train_ds = PretrainDataset(store, benchmark, "train", shear=cfg.data.shear, crop_ratio=cfg.data.crop_ratio,
-                                       seed=cfg.data.seed, views=1, positions=subset, rank=env.rank)
+            train_ds = _train_split(store, benchmark, cfg, env, views=1, positions=subset)
         val_ds = ModalityDataset(store, benchmark, "val", names)
         num_class = _num_class(cfg, train_ds.labels, val_ds.labels)
         if len(train_ds) < cfg.data.batch_size:
@@ -509,11 +529,10 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
                 np.save(labelled, train_ds.indices)
 
             torch.manual_seed(cfg.data.seed)
-            widths = {k: model_cfg[k] for k in ev.STGCN_KEYS if k in model_cfg}
-            streams = torch.nn.ModuleDict({m: Encoder(num_class, mlp=False, **widths) for m in names})
-            if states is not None:
+            streams = torch.nn.ModuleDict({m: Encoder(num_class, mlp=False, **stgcn_kwargs(model_cfg)) for m in names})
+            if pretrained is not None:
                 for m in names:
-                    streams[m].backbone.load_state_dict(states[m], strict=True)
+                    streams[m].backbone.load_state_dict(pretrained[m].state_dict(), strict=True)
             model = FinetuneModel(streams, model_cfg["bone_pairs"], model_cfg["true_timeline"], model_cfg["layout"])
             backbones = torch.nn.ModuleDict({m: streams[m].backbone for m in names})
             start = ev.parameter_snapshot(backbones)
@@ -526,7 +545,7 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
                     return {}
                 model.eval()
                 per = []
-                for x, _, _ in _batches(val_ds, cfg, device):
+                for x, _, _ in ev.eval_batches(val_ds, cfg.data.eval_batch_size, device, cfg.data.num_workers):
                     per.append(model.logits({m: x[:, k] for k, m in enumerate(names)}).float().cpu())
                 per = torch.cat(per, dim=1)  # (K, n_val, C)
                 if not bool(torch.isfinite(per).all()):
@@ -577,13 +596,3 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
             }
             _write_json(run / "results.json", results)
             return results
-
-
-def _batches(dataset, cfg: Config, device):
-    """(x (B, K, 3, T, 25, M) on device, labels, store indices) over a ModalityDataset in order."""
-    from ikem_train.data import make_loader
-
-    loader, _ = make_loader(dataset, cfg.data.eval_batch_size, shuffle=False, drop_last=False,
-                            num_workers=cfg.data.num_workers)
-    for batch in loader:
-        yield batch["x"].to(device), batch["label"], batch["index"]

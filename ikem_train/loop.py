@@ -30,7 +30,7 @@ import yaml
 
 from ikem_data.locks import exclusive
 from ikem_train import distributed
-from ikem_train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ikem_train.checkpoint import atomic_file, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ikem_train.config import Config, config_to_dict
 from ikem_train.data import make_loader
 
@@ -121,9 +121,8 @@ def _keep_metrics_until(path: Path, epoch: int) -> None:
     lines = path.read_text().splitlines()
     kept = [line for line in lines if json.loads(line).get("epoch", 0) <= epoch]
     if len(kept) != len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(path)
+        with atomic_file(path, "w") as fh:
+            fh.write("".join(line + "\n" for line in kept))
 
 
 def append_jsonl(path, record: dict) -> None:

@@ -21,7 +21,7 @@ from ikem_train.graph import GRAPH_PARTITIONS
 from ikem_train.ikem import IKEMHead, concat_keys, concat_queues, ikem_loss
 from ikem_train.modalities import compute_modalities
 from ikem_train.moco import check_queue_size, enqueue, info_nce, momentum_update, no_autocast, random_queue
-from ikem_train.stgcn import STGCN, init_weights
+from ikem_train.stgcn import STGCN, init_weights, stgcn_kwargs
 
 
 class Encoder(nn.Module):
@@ -253,13 +253,6 @@ class PretrainModel(QueueModel):
         return result
 
 
-def _teacher_encoder_kwargs(config):
-    return dict(in_channels=config.get("in_channels", 3), hidden_channels=config.get("hidden_channels", 16),
-                hidden_dim=config.get("hidden_dim", 256), dropout=config.get("dropout", 0.5),
-                mlp=config.get("mlp", True),
-                graph_partition=config.get("graph_partition", GRAPH_PARTITIONS[0]), layout=config.get("layout"))
-
-
 class DistillModel(QueueModel):
     """Six-modality teacher distilled into fresh students (METHOD.md §7).
 
@@ -314,7 +307,7 @@ class DistillModel(QueueModel):
         self.layout = get_layout(teacher_config.get("layout"))
         self.true_timeline = bool(teacher_config.get("true_timeline", True))
         feature_dim = int(teacher_config.get("feature_dim", 128))
-        enc = _teacher_encoder_kwargs(teacher_config)
+        enc = dict(stgcn_kwargs(teacher_config), mlp=teacher_config.get("mlp", True))  # Encoder defaults the rest
 
         self.teacher = nn.ModuleDict({m: Encoder(feature_dim, **enc) for m in self.teacher_modalities})
         self._load_teacher(teacher_state)
@@ -403,7 +396,7 @@ class DistillModel(QueueModel):
 
 
 def encoder_state_dicts(model_state, modalities):
-    """The STGCN state dict of each requested modality of a PretrainModel/DistillModel.
+    """The STGCN state dict of each requested modality of a PretrainModel, DistillModel or FinetuneModel.
 
     Args:
         model_state: a PretrainModel (``query.<m>.backbone.*``), DistillModel

@@ -123,7 +123,9 @@ def save_figure(figure, path: Path):
         partial.unlink(missing_ok=True)
 
 
-def _figure(width, height, **kwargs):
+def new_figure(width, height, **kwargs):
+    """A matplotlib ``Figure`` of ``width`` x ``height`` pixels on the Agg canvas (no display);
+    ``kwargs`` go to ``Figure`` (e.g. ``layout="constrained"``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -227,7 +229,7 @@ def plot_curves(records, out, title="") -> dict:
         raise PlotError(f"the metrics records hold no loss, accuracy, lr or samples/s values "
                         f"(keys: {', '.join(sorted(series)) or 'none'})")
     size = curves_px(len(panels))
-    figure = _figure(*size, layout="constrained")
+    figure = new_figure(*size, layout="constrained")
     axes = figure.subplots(math.ceil(len(panels) / 3), 3, squeeze=False).ravel()
     for ax, (name, keys) in zip(axes, panels):
         _draw_panel(ax, name, keys, series)
@@ -315,7 +317,7 @@ def plot_confusion(matrix, names, out, title="") -> dict:
     side = confusion_px(num_class)
     rows = matrix.sum(1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-    figure = _figure(side, side, layout="constrained")
+    figure = new_figure(side, side, layout="constrained")
     ax = figure.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=ax, shrink=0.6, label="share of the true class's val samples")

@@ -10,6 +10,15 @@ from torch import nn
 
 from ikem_train.graph import GRAPH_PARTITIONS, spatial_adjacency
 
+#: The ``model`` config entries that build an :class:`STGCN` (the rest are the pretraining model's).
+STGCN_KEYS = ("in_channels", "hidden_channels", "hidden_dim", "dropout", "graph_partition", "layout")
+
+
+def stgcn_kwargs(model_cfg: dict) -> dict:
+    """The :class:`STGCN` keyword arguments in a ``model`` config dict (a checkpoint's
+    ``config["model"]``): the :data:`STGCN_KEYS` it has; STGCN's defaults fill the others."""
+    return {key: model_cfg[key] for key in STGCN_KEYS if key in model_cfg}
+
 
 def init_weights(module):
     """The reference initialisation (METHOD.md §5), applied recursively.

@@ -1,5 +1,6 @@
-"""Write crafted `.skeleton` files for tests (the layout of METHOD.md §1.1), and what the
-gendata tests share: the raw arrays of a store, their comparison, a time limit."""
+"""Crafted inputs for tests: `.skeleton` files (the layout of METHOD.md §1.1), Kinect v2
+CSV captures and a minimal raw store; and what the gendata tests share: the raw arrays of
+a store, their comparison, a time limit."""
 
 import contextlib
 import signal
@@ -51,6 +52,49 @@ def expected_listed(frames, max_bodies=2):
         for m, (_, xyz) in enumerate(bodies[:max_bodies]):
             out[:, t, :, m] = np.asarray(xyz, dtype=np.float64).T
     return out.astype(np.float32)
+
+
+def good_folder(root, frames):
+    """``root/raw`` of well-formed one-body files ``S001C001P{k:03d}R001A001`` (k = 1, 2, ...)
+    with the given frame counts; returns (folder, {name: frames as :func:`random_frames` gives})."""
+    rng = np.random.default_rng(0)
+    raw = root / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    good = {}
+    for k, n in enumerate(frames, 1):
+        name = f"S001C001P{k:03d}R001A001"
+        good[name] = random_frames(rng, n, 1)
+        (raw / f"{name}.skeleton").write_text(skeleton_text(good[name]))
+    return raw, good
+
+
+def kinect_capture(path, frames=3, seed=0):
+    """Write a KinectReader CSV capture: per line a timestamp, then x, y, z, tracking state 2
+    of each of the 25 joints (xyz rounded to 6 digits, about 2 m away); returns ``path``."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for t in range(frames):
+        xyz = np.round(rng.normal(size=(25, 3)) + [0, 0, 2], 6)
+        lines.append(f"{1000 + 333333 * t}," + ",".join(f"{x!r},{y!r},{z!r},2" for x, y, z in xyz.tolist()) + ",")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_raw_store(path, xyz, frames, names, complete=True):
+    """A minimal raw store as `ikem-data gendata` leaves it (DESIGN.md §3): labels
+    ``arange(N) % 60``, the first third of the samples the ntu60-xsub val split."""
+    n = xyz.shape[0]
+    with open_store(path, "w") as store:
+        store.create_array("raw/xyz", xyz.shape, np.float32, chunks=(4,) + xyz.shape[1:])[:] = xyz
+        store.create_array("raw/frames", (n,), np.int32)[:] = frames
+        store.create_array("raw/name", (n,), "S20")[:] = np.array(names, dtype="S20")
+        store.create_array("raw/label", (n,), np.int16)[:] = np.arange(n) % 60
+        store.create_array("splits/ntu60-xsub/train", (n - n // 3,), np.int64)[:] = np.arange(n // 3, n)
+        store.create_array("splits/ntu60-xsub/val", (n // 3,), np.int64)[:] = np.arange(n // 3)
+        store.attrs["dataset"] = "ntu60-test"
+        store.attrs["gendata"] = {"complete": complete, "params": {"bodies": "listed"}}
+    return path
 
 
 def store_arrays(path):

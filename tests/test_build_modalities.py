@@ -12,21 +12,7 @@ from ikem_data.names import MODALITIES
 from ikem_data.preprocess import preprocess
 from ikem_data.store import open_store
 from ntu_reader import read_batch
-
-
-def write_raw_store(path, xyz, frames, names, complete=True):
-    """A minimal raw store as `ikem-data gendata` leaves it (DESIGN.md §3)."""
-    n = xyz.shape[0]
-    with open_store(path, "w") as store:
-        store.create_array("raw/xyz", xyz.shape, np.float32, chunks=(4,) + xyz.shape[1:])[:] = xyz
-        store.create_array("raw/frames", (n,), np.int32)[:] = frames
-        store.create_array("raw/name", (n,), "S20")[:] = np.array(names, dtype="S20")
-        store.create_array("raw/label", (n,), np.int16)[:] = np.arange(n) % 60
-        store.create_array("splits/ntu60-xsub/train", (n - n // 3,), np.int64)[:] = np.arange(n // 3, n)
-        store.create_array("splits/ntu60-xsub/val", (n // 3,), np.int64)[:] = np.arange(n // 3)
-        store.attrs["dataset"] = "ntu60-test"
-        store.attrs["gendata"] = {"complete": complete, "params": {"bodies": "listed"}}
-    return path
+from skeleton_files import write_raw_store
 
 
 @pytest.fixture(scope="module")

@@ -414,9 +414,7 @@ def _sets(*overrides):
     return [arg for item in overrides for arg in ("--set", item)]
 
 
-CLI_TINY = ["model.hidden_channels=4", "model.hidden_dim=16", "model.feature_dim=8", "model.queue_size=16",
-            "distill.queue_size=16", "distill.student_dim=48", "data.batch_size=4", "optim.epochs=1",
-            "run.progress=false", "data.num_workers=0", "run.device=cpu"]
+CLI_TINY = TINY + ["data.batch_size=4", "optim.epochs=1"]
 
 
 @pytest.fixture(scope="module")
@@ -460,13 +458,16 @@ def test_torchrun_finetune(torchrun_teacher, store):
     assert seconds < 60
 
 
-def test_torchrun_bad_input_is_one_line_from_every_rank_and_no_hang(store, tmp_path):
+def test_torchrun_bad_input_is_one_clear_line_and_no_hang(store, tmp_path):
     odd = ["data.batch_size=3", "model.queue_size=24", "distill.queue_size=24"]
     proc, seconds = _torchrun("pretrain", "--store", str(store), "--benchmark", BENCH, "--run-dir",
                               str(tmp_path / "r"), *_sets(*CLI_TINY, *odd))
     assert proc.returncode != 0
-    assert "Error: data.batch_size=3 is the global batch, split evenly over the 2 processes" in proc.stderr
-    assert "Error: rank 1: data.batch_size=3 is the global batch" in proc.stderr
+    # every rank refuses with the same line; torchrun stops the other ranks as soon as the
+    # first exits, so which of them get to print is a race: at least one does, and only that
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert errors and all("data.batch_size=3 is the global batch, split evenly over the 2 processes" in line
+                          for line in errors), proc.stderr
     assert not (tmp_path / "r").exists() and seconds < 60
 
 
@@ -540,9 +541,13 @@ class _HostReads:
                 setattr(torch.Tensor, name, original)
 
 
-def test_a_training_step_never_reads_the_device(store, tmp_path, monkeypatch):
+def test_a_training_step_never_reads_the_device(store, tmp_path):
     """No host read in a model step (the queue pointer lives on the host), and none in the
     loop between log intervals: 8 more steps cost no more reads than 1."""
+    t = torch.ones(2)
+    with _HostReads() as control:  # the counter sees each kind of read it claims to count
+        t[0].item(), float(t[0]), int(t[0]), bool(t[0]), t.tolist(), [0, 1][t[0].long()]
+    assert control.count == 6
     torch.manual_seed(0)
     model = PretrainModel(["joint", "motion", "bone"], hidden_channels=4, hidden_dim=16, feature_dim=8,
                           queue_size=16, cross_epoch=1)
@@ -568,4 +573,4 @@ def test_a_training_step_never_reads_the_device(store, tmp_path, monkeypatch):
         with _HostReads() as counter:
             jobs.pretrain(store, BENCH, tmp_path / f"r{steps}", overrides=settings, log=_quiet)
         reads[steps] = counter.count
-    assert reads[9] == reads[1]
+    assert reads[9] == reads[1] > 0  # the end-of-epoch log reads the loss: the counter was live

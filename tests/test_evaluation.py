@@ -211,18 +211,18 @@ def test_the_frozen_check_is_a_real_comparison(pretrained, tmp_path, monkeypatch
     from ikem_train import linear as linear_module
 
     real_fit = linear_module.fit_linear
+    made = []  # the FrozenFeatures of this run
 
     def fit_and_touch(*args, **kwargs):  # a classifier step that wrongly writes into an encoder
         out = real_fit(*args, **kwargs)
-        frozen = jobs.FrozenFeatures.last
-        next(iter(frozen.encoders.values())).data_bn.weight.data += 1
+        next(iter(made[-1].encoders.values())).data_bn.weight.data += 1
         return out
 
     original_init = jobs.FrozenFeatures.__init__
 
     def remember(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
-        jobs.FrozenFeatures.last = self
+        made.append(self)
 
     monkeypatch.setattr(jobs.FrozenFeatures, "__init__", remember)
     monkeypatch.setattr(linear_module, "fit_linear", fit_and_touch)

@@ -5,13 +5,13 @@ import pickle
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from skeleton_files import write_raw_store
 
 from ikem_cli.data import main
 from ikem_data.build_modalities import build_modalities
 from ikem_data.export import ExportError, export_benchmark, export_pyskl
 from ikem_data.pyskl import load_pickle
 from ikem_data.store import open_store
-from test_build_modalities import write_raw_store
 
 
 @pytest.fixture()

@@ -14,14 +14,9 @@ from ikem_data.ntu import XSUB60_TRAIN_SUBJECTS, parse_name
 from ikem_data.store import open_store
 
 
-
 def _run(*args):
     result = CliRunner().invoke(cli, [str(a) for a in args])
     return result
-
-
-
-
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +300,4 @@ def test_sigint_leaves_a_resumable_store(ntu_dir, real_zarr, tmp_path):
         assert state["complete"] is False and state["written"] in (4, 8)
     result = _run("gendata", "--raw", raw, "--out", out, "--workers", 1, "--chunk-size", 1, "--no-progress")
     assert result.exit_code == 0 and "resuming" in result.output, result.output
-    a, b = store_arrays(out), store_arrays(real_zarr)
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert_same_arrays(store_arrays(out), store_arrays(real_zarr))

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from skeleton_files import alarm, expected_listed, random_frames, skeleton_text
+from skeleton_files import alarm, expected_listed, good_folder, kinect_capture, random_frames, skeleton_text
 
 from ikem_cli.data import main as cli
 from ikem_data.gendata import GendataError, gendata
@@ -23,23 +23,14 @@ def _write(folder, name, text):
     return path
 
 
-def _folder(tmp_path, frames=(3, 5)):
-    """A raw folder of good files with the given frame counts; returns (folder, {name: frames})."""
-    rng = np.random.default_rng(0)
-    raw = tmp_path / "raw"
-    good = {}
-    for k, n in enumerate(frames, 1):
-        good[f"S001C001P00{k}R001A001"] = random_frames(rng, n, 1)
-        _write(raw, f"S001C001P00{k}R001A001", skeleton_text(good[f"S001C001P00{k}R001A001"]))
-    return raw, good
-
-
 def test_a_bogus_frame_count_is_a_file_line_error_and_never_sizes_the_store(tmp_path):
-    raw, good = _folder(tmp_path)
+    raw, good = good_folder(tmp_path, (3, 5))
     body = skeleton_text(random_frames(np.random.default_rng(1), 2, 1)).split("\n", 1)[1]
-    for header in ("1000000000", "10000000000000000000"):  # ~35 TiB of raw/xyz; beyond int64
+    for header, error in (("1000000000", ":58: unexpected end of file: expected a body count in frame 3 (the header "
+                                          "on line 1 says 1000000000 frames, the file holds 2)"),  # ~35 TiB of raw/xyz
+                          ("10000000000000000000", ":1: frame count out of range (larger than 2**63 - 1")):  # > int64
         bad = _write(raw, "S001C001P009R001A001", f"{header}\n{body}")
-        with pytest.raises(GendataError, match=f"{bad}:"):
+        with pytest.raises(GendataError, match=re.escape(f"{bad}{error}")):
             gendata(raw, tmp_path / "stop.zarr", **QUIET)
         assert not (tmp_path / "stop.zarr").exists()
         out = tmp_path / f"skip{len(header)}.zarr"
@@ -51,7 +42,7 @@ def test_a_bogus_frame_count_is_a_file_line_error_and_never_sizes_the_store(tmp_
 
 
 def test_t_max_comes_from_the_samples_stored_not_from_a_skipped_header(tmp_path):
-    raw, good = _folder(tmp_path)
+    raw, good = good_folder(tmp_path, (3, 5))
     truncated = skeleton_text(random_frames(np.random.default_rng(2), 50, 1)).splitlines(keepends=True)[:40]
     bad = _write(raw, "S001C001P009R001A001", "".join(truncated))  # says 50 frames, holds 1 and a bit
     out = tmp_path / "s.h5"
@@ -66,7 +57,7 @@ def test_t_max_comes_from_the_samples_stored_not_from_a_skipped_header(tmp_path)
 
 @pytest.mark.parametrize("token", ["1e400", "-1e39"])  # inf in float64; beyond float32
 def test_values_that_cannot_be_stored_stop_or_are_skipped(tmp_path, token):
-    raw, good = _folder(tmp_path)
+    raw, good = good_folder(tmp_path, (3, 5))
     lines = skeleton_text(random_frames(np.random.default_rng(3), 2, 1)).splitlines(keepends=True)
     lines[6] = f"0.1 {token} 3.0 " + lines[6].split(" ", 3)[3]  # y of joint 3, frame 1
     bad = _write(raw, "S001C001P009R001A001", "".join(lines))
@@ -80,7 +71,7 @@ def test_values_that_cannot_be_stored_stop_or_are_skipped(tmp_path, token):
 
 
 def test_a_body_id_beyond_int64_is_refused(tmp_path):
-    raw, _ = _folder(tmp_path)
+    raw, _ = good_folder(tmp_path, (3, 5))
     frames = random_frames(np.random.default_rng(4), 2, 1, ids=[18446744073709551617])  # 2**64 + 1
     bad = _write(raw, "S001C001P009R001A001", skeleton_text(frames))
     with pytest.raises(GendataError, match=f"{bad}:3: body ID out of range"):
@@ -89,7 +80,7 @@ def test_a_body_id_beyond_int64_is_refused(tmp_path):
 
 @pytest.mark.parametrize("name", ["S001C001P001R001A000", "S001C000P001R001A001", "S001C001P001R000A001"])
 def test_an_id_0_in_a_file_name_is_refused_before_anything_is_written(tmp_path, name):
-    raw, _ = _folder(tmp_path)
+    raw, _ = good_folder(tmp_path, (3, 5))
     _write(raw, name, skeleton_text(random_frames(np.random.default_rng(5), 2, 1)))
     out = tmp_path / "o.zarr"
     result = CliRunner().invoke(cli, ["gendata", "--raw", str(raw), "--out", str(out), "--workers", "1"])
@@ -98,11 +89,9 @@ def test_an_id_0_in_a_file_name_is_refused_before_anything_is_written(tmp_path, 
     assert not out.exists()
 
 
-
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_named_pipe_named_like_a_sample_is_refused_not_waited_on(tmp_path):
-    raw, _ = _folder(tmp_path)
+    raw, _ = good_folder(tmp_path, (3, 5))
     fifo = raw / "S001C001P009R001A001.skeleton"
     os.mkfifo(fifo)
     out = tmp_path / "o.zarr"
@@ -113,19 +102,9 @@ def test_a_named_pipe_named_like_a_sample_is_refused_not_waited_on(tmp_path):
     assert not out.exists()
 
 
-def _capture(path, frames=3, seed=0):
-    rng = np.random.default_rng(seed)
-    lines = [f"{1000 + 333333 * t}," + ",".join(f"{x!r},{y!r},{z!r},2" for x, y, z in
-                                                 np.round(rng.normal(size=(25, 3)) + [0, 0, 2], 6).tolist())
-             for t in range(frames)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def test_kinect_non_ascii_name_is_refused_up_front_and_nothing_is_stuck(tmp_path):
-    _capture(tmp_path / "clips" / "wave.csv")
-    _capture(tmp_path / "clips" / "Gest\u00e9.csv", seed=1)
+    kinect_capture(tmp_path / "clips" / "wave.csv")
+    kinect_capture(tmp_path / "clips" / "Gest\u00e9.csv", seed=1)
     table = tmp_path / "labels.csv"
     table.write_text("file,label,split\nclips/wave.csv,0,train\nclips/Gest\u00e9.csv,1,val\n", encoding="utf-8")
     out = tmp_path / "k.zarr"
@@ -139,8 +118,8 @@ def test_kinect_non_ascii_name_is_refused_up_front_and_nothing_is_stuck(tmp_path
 
 
 def test_kinect_nan_and_a_capture_listed_twice_are_refused_at_gendata(tmp_path):
-    _capture(tmp_path / "clips" / "a.csv")
-    bad = _capture(tmp_path / "clips" / "b.csv", seed=1)
+    kinect_capture(tmp_path / "clips" / "a.csv")
+    bad = kinect_capture(tmp_path / "clips" / "b.csv", seed=1)
     lines = bad.read_text().splitlines(keepends=True)
     fields = lines[1].split(",")
     fields[1] = "nan"
@@ -163,7 +142,7 @@ def test_memory_stays_within_the_write_budget_for_long_sequences(tmp_path, monke
 
     import ikem_data.gendata_write as gendata_write  # the module that reads the budget
 
-    raw, good = _folder(tmp_path, frames=(3, 2000, 5, 4))  # one sample of raw/xyz: 1.2 MB
+    raw, good = good_folder(tmp_path, (3, 2000, 5, 4))  # one sample of raw/xyz: 1.2 MB
     monkeypatch.setattr(gendata_write, "WRITE_BUFFER_BYTES", 4_000_000)
     gendata(raw, tmp_path / "warm.zarr", **QUIET)  # imports and caches, not measured
     out = tmp_path / "long.zarr"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from skeleton_files import assert_same_arrays, expected_listed, random_frames, skeleton_text, store_arrays
+from skeleton_files import assert_same_arrays, expected_listed, good_folder, kinect_capture, store_arrays
 
 import ikem_data.gendata_write as gendata_write
 from ikem_cli.data import main as cli
@@ -22,23 +22,6 @@ from ikem_data.gendata import GendataError, gendata
 from ikem_data.store import Attributes, Store, open_store
 
 QUIET = dict(workers=1, progress=False, log=lambda m: None)
-
-
-def _folder(root, frames=(3, 4, 9, 5)):
-    """Good files P001.. with the given frame counts; returns (folder, {name: frames})."""
-    rng = np.random.default_rng(0)
-    raw = root / "raw"
-    raw.mkdir(parents=True)
-    good = {}
-    for k, n in enumerate(frames, 1):
-        name = f"S001C001P{k:03d}R001A001"
-        good[name] = random_frames(rng, n, 1)
-        (raw / f"{name}.skeleton").write_text(skeleton_text(good[name]))
-    return raw, good
-
-
-
-
 
 
 class Killed(Exception):
@@ -50,7 +33,7 @@ def test_an_interruption_at_any_step_is_continued_by_the_same_command(tmp_path, 
     """Interrupt at the k-th metadata step (attribute write, array creation or resize, the
     rename into place), for every k, then rerun: the same command must finish the store
     as an uninterrupted run makes it, and --overwrite with other arguments must replace it."""
-    raw, _ = _folder(tmp_path, frames=(3, 4, 2))
+    raw, _ = good_folder(tmp_path, (3, 4, 2))
     args = dict(chunk_size=1, write_chunks=1, **QUIET)
     gendata(raw, tmp_path / f"ref{suffix}", **args)
     reference = store_arrays(tmp_path / f"ref{suffix}")
@@ -96,7 +79,7 @@ def test_an_interruption_at_any_step_is_continued_by_the_same_command(tmp_path, 
 def test_states_left_by_older_versions_or_a_kill_are_continued_or_replaced(tmp_path):
     import zarr
 
-    raw, _ = _folder(tmp_path, frames=(3, 4))
+    raw, _ = good_folder(tmp_path, (3, 4))
     gendata(raw, tmp_path / "ref.zarr", **QUIET)
     reference = store_arrays(tmp_path / "ref.zarr")
 
@@ -133,7 +116,7 @@ def _stopped(root, phase):
     phase "check": found by the check pass (nothing written); "write": the file broke
     after the store was started (found by the write pass; the store holds 2 samples).
     """
-    raw, good = _folder(root)
+    raw, good = good_folder(root, (3, 4, 9, 5))
     bad = raw / "S001C001P003R001A001.skeleton"
     out = root / "s.zarr"
     args = ["gendata", "--raw", str(raw), "--out", str(out), "--workers", "1", "--chunk-size", "1", "--no-progress"]
@@ -183,12 +166,8 @@ def test_each_remedy_the_stop_message_offers_works(tmp_path, phase, remedy):
 
 
 def test_kinect_labels_without_split_say_the_store_has_no_benchmark(tmp_path):
-    rng = np.random.default_rng(1)
-    for name in ("a", "b"):
-        xyz = np.round(rng.normal(size=(3, 25, 3)) + [0, 0, 2], 6)
-        rows = [f"{1000 + 333333 * t}," + ",".join(f"{x!r},{y!r},{z!r},2" for x, y, z in xyz[t].tolist())
-                for t in range(3)]
-        (tmp_path / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    kinect_capture(tmp_path / "a.csv", seed=1)
+    kinect_capture(tmp_path / "b.csv", seed=2)
     table = tmp_path / "labels.csv"
     table.write_text("file,label\na.csv,0\nb.csv,1\n")
     out = tmp_path / "k.zarr"
@@ -232,7 +211,7 @@ def _alive(pid):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc (Linux)")
 def test_parser_workers_exit_when_gendata_is_killed(tmp_path):
-    raw, _ = _folder(tmp_path, frames=(3, 4, 2, 5, 3, 4))
+    raw, _ = good_folder(tmp_path, (3, 4, 2, 5, 3, 4))
     out = tmp_path / "k.zarr"
     # The parent pauses after its first write, with the worker pool up, and is then killed.
     code = ("import sys, time\n"
@@ -282,7 +261,7 @@ def test_parser_workers_exit_when_gendata_is_killed(tmp_path):
 def test_a_second_writer_of_the_same_store_is_refused_and_its_partial_left_alone(tmp_path):
     from ikem_data.locks import exclusive
 
-    raw, _ = _folder(tmp_path, frames=(3, 4))
+    raw, _ = good_folder(tmp_path, (3, 4))
     out = tmp_path / "s.zarr"
     partial = tmp_path / "s.ikem-partial.zarr"
     with exclusive(out, "store"):  # another gendata, busy creating the store

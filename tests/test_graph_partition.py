@@ -7,6 +7,7 @@ complaint: only the recorded config can say which one the weights were trained w
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ SMALL = ["model.hidden_channels=4", "model.hidden_dim=16", "model.feature_dim=8"
          "distill.student_dim=48", "distill.queue_size=8", "data.batch_size=4", "data.num_workers=0",
          "optim.epochs=1", "run.progress=false", "linear.epochs=2", "linear.eval_interval=1"]
 OTHER = {"reference": "full", "full": "reference"}
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -50,7 +52,7 @@ def _x():
 
 def test_the_default_is_the_reference_graph_and_unknown_names_are_refused():
     assert load_config(None).model.graph_partition == "reference"
-    assert load_config("configs/ntu60-xsub/ikem-teacher.yaml").model.graph_partition == "reference"
+    assert load_config(CONFIGS / "ntu60-xsub" / "ikem-teacher.yaml").model.graph_partition == "reference"
     assert load_config(None, ["model.graph_partition=full"]).model.graph_partition == "full"
     with pytest.raises(ConfigError, match="model.graph_partition.*valid: reference, full"):
         load_config(None, ["model.graph_partition=spatial"])
@@ -132,7 +134,7 @@ def test_an_old_run_resumes_on_its_own_graph(tmp_path):
     save_checkpoint(run / "last.pt", payload)
 
     # a config file that asks for the reference graph cannot silently switch the run's graph
-    refused = CliRunner().invoke(ikem_train, [*base, "--resume", "--config", "configs/tiny-cpu.yaml"])
+    refused = CliRunner().invoke(ikem_train, [*base, "--resume", "--config", str(CONFIGS / "tiny-cpu.yaml")])
     assert refused.exit_code != 0 and "model.graph_partition: checkpoint 'full', now 'reference'" in refused.output
     resumed = CliRunner().invoke(ikem_train, [*base, "--resume", "--set", "optim.epochs=2"])
     assert resumed.exit_code == 0, resumed.output

@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from skeleton_files import write_raw_store
 
 from ikem_cli.data import main as ikem_data
 from ikem_cli.train import main as ikem_train
@@ -25,19 +26,9 @@ TINY = ["--set", "data.batch_size=4", "--set", "data.num_workers=0", "--set", "m
 
 
 def raw_store(path, n=12, frames=30):
-    """A complete raw store of random bodies, as gendata leaves one."""
-    rng = np.random.default_rng(0)
-    xyz = rng.normal(0, 0.3, size=(n, 3, frames, 25, 1)).astype(np.float32)
-    with open_store(path, "w") as store:
-        store.create_array("raw/xyz", xyz.shape, np.float32, chunks=(4,) + xyz.shape[1:])[:] = xyz
-        store.create_array("raw/frames", (n,), np.int32)[:] = frames
-        store.create_array("raw/name", (n,), "S20")[:] = np.array([f"S001C001P001R001A{i + 1:03d}" for i in range(n)],
-                                                                 dtype="S20")
-        store.create_array("raw/label", (n,), np.int16)[:] = np.arange(n) % 3
-        store.create_array("splits/ntu60-xsub/train", (n - 4,), np.int64)[:] = np.arange(4, n)
-        store.create_array("splits/ntu60-xsub/val", (4,), np.int64)[:] = np.arange(4)
-        store.attrs["gendata"] = {"complete": True, "params": {"synthetic": True}}
-    return path
+    """A complete raw store of ``n`` one-body random sequences of ``frames`` frames."""
+    xyz = np.random.default_rng(0).normal(0, 0.3, size=(n, 3, frames, 25, 1)).astype(np.float32)
+    return write_raw_store(path, xyz, [frames] * n, [f"S001C001P001R001A{i + 1:03d}" for i in range(n)])
 
 
 class Holder:

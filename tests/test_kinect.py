@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from skeleton_files import kinect_capture
 
 from ikem_cli.data import main as cli
 from ikem_data.kinect import KinectFormatError, count_frames, read_kinect_csv, read_labels_csv
@@ -117,20 +118,8 @@ def test_gendata_kinect_without_split_writes_no_splits(tmp_path, kinect_dir):
         assert store.benchmarks() == [] and store["raw/xyz"].shape == (2, 3, 172, 25, 2)
 
 
-def _capture(path, frames=3, seed=0):
-    """Write a crafted KinectReader capture: timestamp + 25 x (x, y, z, 2) per line."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for t in range(frames):
-        xyz = np.round(rng.normal(size=(25, 3)) + [0, 0, 2], 6)
-        lines.append(f"{1000 + 333333 * t}," + ",".join(f"{x!r},{y!r},{z!r},2" for x, y, z in xyz.tolist()) + ",")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def test_values_that_cannot_be_stored_are_refused(tmp_path):
-    path = _capture(tmp_path / "c.csv")
+    path = kinect_capture(tmp_path / "c.csv")
     lines = path.read_text().splitlines(keepends=True)
     for k, (token, message) in enumerate((("nan", "field 7 .*y of joint 2.* not a finite float32"),
                                           ("inf", "field 7 .*not a finite"), ("1e400", "field 7 .*not a finite"),
@@ -151,8 +140,8 @@ def test_values_that_cannot_be_stored_are_refused(tmp_path):
 
 
 def test_one_capture_listed_twice_under_other_spellings_is_refused(tmp_path):
-    _capture(tmp_path / "clips" / "a.csv")
-    _capture(tmp_path / "clips" / "b.csv", seed=1)
+    kinect_capture(tmp_path / "clips" / "a.csv")
+    kinect_capture(tmp_path / "clips" / "b.csv", seed=1)
     (tmp_path / "alias.csv").symlink_to(tmp_path / "clips" / "a.csv")
     table = tmp_path / "labels.csv"
     for other in ("./clips/a.csv", "clips//a.csv", "alias.csv"):
@@ -163,8 +152,8 @@ def test_one_capture_listed_twice_under_other_spellings_is_refused(tmp_path):
 
 
 def test_non_ascii_names_and_encodings_of_the_table(tmp_path):
-    _capture(tmp_path / "Gest\u00e9.csv")
-    _capture(tmp_path / "plain.csv")
+    kinect_capture(tmp_path / "Gest\u00e9.csv")
+    kinect_capture(tmp_path / "plain.csv")
     table = tmp_path / "labels.csv"
     table.write_text("file,label\nplain.csv,0\nGest\u00e9.csv,1\n", encoding="utf-8")
     with pytest.raises(KinectFormatError, match="labels.csv:3: file name 'Gest\u00e9.csv' is not ASCII"):

@@ -21,25 +21,25 @@ SETTINGS = ["data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0",
             "linear.epochs=6", "linear.milestones=[4]", "linear.eval_interval=3", "linear.batch_size=8"]
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """A two-modality PretrainModel trained one epoch through the real loop."""
     root = tmp_path_factory.mktemp("linear")
     store = write_synthetic_store(root / "s.zarr", n_train=16, n_val=8, frames=20, persons=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny shapes: one thread avoids oversubscription on 2 cores
     cfg = load_config(None, SETTINGS + [f"model.modalities=[{','.join(MODS)}]"])
     seed_everything(0)
     model = PretrainModel(**asdict(cfg.model))
     run = prepare_run_dir(root / "pre", False)
     train(model, PretrainDataset(store, "ntu60-xsub"), cfg, run, kind="pretrain", modalities=MODS,
           log=lambda *a: None)
-    torch.set_num_threads(threads)
-    return store, run / "last.pt", cfg
+    return store, run / "last.pt"
 
 
 def test_linear_fits_frozen_encoders_and_saves_fusable_scores(pretrained, tmp_path):
-    store, checkpoint, cfg = pretrained
+    store, checkpoint = pretrained
     before = encoder_state_dicts(load_checkpoint(checkpoint)["model"], MODS)
     res = linear(store, "ntu60-xsub", tmp_path / "lin", checkpoint=checkpoint, overrides=SETTINGS,
                  log=lambda *a: None)
@@ -57,7 +57,7 @@ def test_linear_fits_frozen_encoders_and_saves_fusable_scores(pretrained, tmp_pa
 
 
 def test_linear_refuses_a_checkpoint_with_missing_encoder_keys(pretrained, tmp_path):
-    store, checkpoint, cfg = pretrained
+    store, checkpoint = pretrained
     ck = load_checkpoint(checkpoint)
     dropped = "query.bone.backbone.data_bn.weight"
     assert dropped in ck["model"]
@@ -69,7 +69,7 @@ def test_linear_refuses_a_checkpoint_with_missing_encoder_keys(pretrained, tmp_p
 
 
 def test_linear_refuses_a_modality_the_checkpoint_lacks(pretrained, tmp_path):
-    store, checkpoint, cfg = pretrained
+    store, checkpoint = pretrained
     with pytest.raises(EvaluationError, match="acceleration.*joint, bone"):
         linear(store, "ntu60-xsub", tmp_path / "lin", checkpoint=checkpoint, modalities=["acceleration"],
                overrides=SETTINGS, log=lambda *a: None)

@@ -109,7 +109,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(store, tmp_path):
         _run(store, tmp_path / "nan0", epochs=1, nan_at=1)
 
 
-def test_run_folder_is_never_reused_silently(store, tmp_path):
+def test_run_folder_is_never_reused_silently(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
     (run / "notes.txt").write_text("keep me")

@@ -14,6 +14,7 @@ _KV2 = get_layout("kinect_v2_25")
 IKEM_BONE_PAIRS, CROSSCLR_BONE_PAIRS = _KV2.bone_pairs["ikem"], _KV2.bone_pairs["crossclr"]
 ROTATION_AXIS_PAIRS = _KV2.axis_pairs
 
+
 def unit(x, axis=1):
     return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 

@@ -111,7 +111,7 @@ def test_ids_are_one_based_and_ascii():
 def test_ids_beyond_ntu120_are_refused():
     with pytest.raises(ValueError, match="S001C001P001R001A121 is not an NTU RGB\\+D sample"):
         check_dataset([parse_name("S001C001P001R001A121")], "ntu120")
-    with pytest.raises(ValueError, match="S033C001P001R001A001"):
+    with pytest.raises(ValueError, match="S033C001P001R001A001 is not an NTU RGB\\+D sample"):
         check_dataset([parse_name("S033C001P001R001A001")], "ntu120")
 
 

@@ -122,7 +122,7 @@ def test_confused_pairs_order_and_names():
     assert pairs[0]["share"] == pytest.approx(0.8)
 
 
-def test_class_names_survive_a_moved_store(run, tmp_path):
+def test_class_names_survive_a_moved_store(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"store": str(tmp_path / "gone.zarr")}))
     names = pl.run_class_names(tmp_path, 5, ["S001C001P001R001A001", "S001C001P001R001A003"], [0, 2])
     assert names[:3] == list(NTU_ACTIONS[:3])

@@ -171,9 +171,7 @@ def test_ntu120_pickles_map_xsub_and_xset_and_export_keeps_ntu60_benchmarks(ntu_
     assert sorted(exported["split"]) == sorted(f"{b}_{p}" for b in ("xsub", "xset", "ntu60_xsub", "ntu60_xview")
                                               for p in ("train", "val"))
     gendata(tmp_path / "x.pkl", tmp_path / "back.zarr", input_format="pyskl", **QUIET)
-    a, b = store_arrays(raw_store), store_arrays(tmp_path / "back.zarr")
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert_same_arrays(store_arrays(raw_store), store_arrays(tmp_path / "back.zarr"))
 
 
 def test_resumes_after_an_interruption(pkl, pyskl_store, tmp_path):

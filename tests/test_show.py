@@ -1,6 +1,8 @@
 """`ikem-data show` and the class-name table: real NTU samples and the packaged Kinect captures
 drawn to PNG and GIF, checked from the pixels; every bad input refused with nothing written."""
 
+import re
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -200,7 +202,7 @@ def test_bad_input_is_refused_and_nothing_is_written(ntu_store, tmp_path, option
     args = dict(sample=A001, out="x.gif")
     args.update(options)
     out = tmp_path / "out" / args.pop("out")
-    with pytest.raises(sh.ShowError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(sh.ShowError, match=re.escape(message)):
         sh.show(ntu_store, args.pop("sample"), out, **args)
     assert not (tmp_path / "out").exists()
 

@@ -55,7 +55,7 @@ def test_real_two_person_tracked_keeps_both_people(ntu_dir):
     assert same or swapped
 
 
-def test_crlf_equals_lf_and_blank_lines(tmp_path):
+def test_crlf_equals_lf_and_blank_lines():
     frames = random_frames(np.random.default_rng(1), 4, 1)
     lf = parse_skeleton(skeleton_text(frames).encode())
     crlf = parse_skeleton(skeleton_text(frames, newline="\r\n").encode())
@@ -240,5 +240,3 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
         for read in (read_skeleton, read_frame_count):
             with pytest.raises(OSError, match="regular file"):
                 read(fifo)
-
-
