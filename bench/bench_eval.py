@@ -5,7 +5,7 @@
    again in every one of its 100 epochs, where ikem extracts once (projected for NTU-60
    xsub, 40,091 train + 16,487 val samples).
 2. Cosine 1-NN of 16k val against 40k train random 256-d features (NTU-60 xsub sizes),
-   ``ikem_train.knn.knn_predict``, beside a per-query numpy loop (what a short script
+   ``ikem_train.eval.knn.knn_predict``, beside a per-query numpy loop (what a short script
    does; timed on a few hundred queries and scaled) and scikit-learn's
    ``KNeighborsClassifier(metric="cosine")`` (UmURL's choice) when it is installed.
 
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ikem_train.data import ModalityDataset, write_synthetic_store
-from ikem_train.evaluation import extract_features, random_encoders
-from ikem_train.knn import knn_predict
-from ikem_train.loop import resolve_device
+from ikem_train.data.datasets import ModalityDataset, write_synthetic_store
+from ikem_train.eval.features import extract_features, random_encoders
+from ikem_train.eval.knn import knn_predict
+from ikem_train.training.loop import resolve_device
 
 NTU60_XSUB = (40_091, 16_487)
 STGCN = {"in_channels": 3, "hidden_channels": 16, "hidden_dim": 256, "dropout": 0.5, "graph_partition": "reference"}

@@ -63,7 +63,7 @@ def baseline_read(path):
 
 
 def ours_read(path):
-    from ikem_data.skeleton import load_xyz
+    from ikem_data.formats.skeleton import load_xyz
 
     return load_xyz(path)[0]
 
@@ -92,7 +92,7 @@ def peak_rss_mb():
 
 def write_pyskl_pickle(files, path, samples):
     """A pyskl-format pickle of ``samples`` samples: the real files tiled under new subject ids."""
-    from ikem_data.skeleton import load_xyz
+    from ikem_data.formats.skeleton import load_xyz
 
     sources = []
     for file in files:
@@ -120,13 +120,13 @@ def child(kind, pkl, out):
     """Run one pyskl import in this (fresh) process; print seconds and peak RSS as JSON."""
     start = time.perf_counter()
     if kind == "ikem":
-        from ikem_data.gendata import gendata
+        from ikem_data.gendata.run import gendata
 
         state = gendata(pkl, out, input_format="pyskl", progress=False, log=lambda m: None)
         n = state["n_samples"]
     else:  # BASELINE, what a user would write: unpickle the whole file + numpy stacking (read here with
         # ikem's restricted unpickler, as fast as plain pickle.load and unable to run code in the file)
-        from ikem_data.pyskl import SafeUnpickler
+        from ikem_data.formats.pyskl import SafeUnpickler
 
         with open(pkl, "rb") as f:
             data = SafeUnpickler(f).load()
@@ -177,7 +177,7 @@ def main():
     print(f"ikem (numba byte-level parser):    {megabytes / t_ours:8.2f} MB/s  {len(files) / t_ours:8.1f} files/s")
     print(f"ratio: {t_base / t_ours:.1f}x")
 
-    from ikem_data.gendata import gendata
+    from ikem_data.gendata.run import gendata
 
     # End to end on a bigger folder: the real files linked under new names (subjects 1-99).
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,7 +22,7 @@ import time
 import torch
 
 from ikem_data.names import MODALITIES
-from ikem_train.model import DistillModel, PretrainModel
+from ikem_train.methods.model import DistillModel, PretrainModel
 
 TARGET_TEACHER_EPOCH_S = 60.0
 REFERENCE_AIMCLR_EPOCH_S = 51.0

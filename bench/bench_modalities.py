@@ -160,10 +160,10 @@ def main():
 
     import numba
 
-    from ikem_data.build_modalities import build_modalities
-    from ikem_data.modalities import compute_modalities
+    from ikem_data.modalities.stage import build_modalities
+    from ikem_data.modalities.kernels import compute_modalities
     from ikem_data.names import MODALITIES
-    from ikem_data.preprocess import preprocess
+    from ikem_data.modalities.preprocess import preprocess
     from ikem_data.store import open_store
 
     if args.workers:

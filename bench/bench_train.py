@@ -39,9 +39,9 @@ import torch
 
 from ikem_data.names import resolve_modalities
 from ikem_train import jobs
-from ikem_train.data import PretrainDataset, make_loader, write_synthetic_store
-from ikem_train.loop import resolve_device
-from ikem_train.model import PretrainModel
+from ikem_train.data.datasets import PretrainDataset, make_loader, write_synthetic_store
+from ikem_train.training.loop import resolve_device
+from ikem_train.methods.model import PretrainModel
 
 BENCH = "ntu60-xsub"
 TINY = ["model.hidden_channels=4", "model.hidden_dim=16", "model.feature_dim=8", "model.queue_size=16",

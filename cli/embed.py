@@ -1,4 +1,4 @@
-"""`ikem-train embed`: a t-SNE map of frozen val features (logic in ikem_train.embed)."""
+"""`ikem-train embed`: a t-SNE map of frozen val features (logic in ikem_train.pictures.embed)."""
 
 import click
 
@@ -37,7 +37,7 @@ def embed(store, benchmark, checkpoint, random_init, out, modality, max_samples,
       ikem-train embed --store ntu60.zarr --benchmark ntu60-xsub \\
           --checkpoint runs/teacher/last.pt --modality joint --out tsne.png
     """
-    from ikem_train.embed import embed as draw
+    from ikem_train.pictures.embed import embed as draw
 
     settings = {"evaluation.bn_recalibrate": "true" if bn_recalibrate else None}
     with needs_packages("ikem-train embed", ("sklearn", "matplotlib", "PIL", "scipy"), "scikit-learn matplotlib"):

@@ -71,8 +71,8 @@ def gendata(raw, out, input_format, labels, dataset, body_policy, max_bodies, ig
     safe; parser workers exit with their parent) and leaves a complete store alone; a
     file not yet written may meanwhile be fixed or removed.
     """
-    from ikem_data.gendata import GendataError
-    from ikem_data.gendata import gendata as run
+    from ikem_data.gendata.run import GendataError
+    from ikem_data.gendata.run import gendata as run
 
     try:
         run(raw, out, input_format=input_format, dataset=dataset, labels=labels, body_policy=body_policy,

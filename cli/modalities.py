@@ -41,7 +41,7 @@ def modalities(out, source, t_length, rotation_sign, bone_pairs, true_timeline, 
     """
     if workers is not None and workers < 1:
         raise click.ClickException(f"--workers must be >= 1, got {workers}")
-    from ikem_data.build_modalities import StageError, build_modalities
+    from ikem_data.modalities.stage import StageError, build_modalities
     from ikem_data.locks import LockedError
 
     try:

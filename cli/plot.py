@@ -1,4 +1,4 @@
-"""`ikem-train plot`: pictures of a run folder (logic in ikem_train.plots)."""
+"""`ikem-train plot`: pictures of a run folder (logic in ikem_train.pictures.plots)."""
 
 import click
 
@@ -16,7 +16,7 @@ def plot(run_dir):
     Example:
       ikem-train plot runs/linear-student
     """
-    from ikem_train.plots import plot_run
+    from ikem_train.pictures.plots import plot_run
 
     with needs_packages("ikem-train plot", ("matplotlib", "PIL"), "matplotlib"):
         try:

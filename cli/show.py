@@ -1,4 +1,4 @@
-"""`ikem-data show`: a 3D picture or animation of one stored sample (logic in ikem_data.show)."""
+"""`ikem-data show`: a 3D picture or animation of one stored sample (logic in ikem_data.show.sample)."""
 
 import click
 
@@ -35,7 +35,7 @@ def show(store, sample, out, modality, frames, view, grid, fps):
       ikem-data show ntu60.zarr --sample 17 --modality bone --frames 0:50 --out bone.gif
       ikem-data show ntu60.zarr --sample S017C003P020R002A055 --grid --out a055.png
     """
-    from ikem_data.show import show as draw
+    from ikem_data.show.sample import show as draw
 
     with needs_packages("ikem-data show", ("matplotlib", "PIL"), "matplotlib"):
         try:

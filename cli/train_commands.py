@@ -78,7 +78,7 @@ def friendly_errors(func):
             if rank:
                 message = f"rank {rank}: {message}"
             if "TORCHELASTIC_ERROR_FILE" in os.environ:  # under torchrun: its failure summary shows the line
-                from ikem_train.distributed import record_error_for_torchrun
+                from ikem_train.training.distributed import record_error_for_torchrun
 
                 record_error_for_torchrun(message)
             if rank and type(exc).__name__ == "PeerFailure":  # rank 0 reports the failure it echoes
@@ -269,7 +269,7 @@ def finetune(store, benchmark, config_path, overrides, run_dir, device, checkpoi
 @friendly_errors
 def fuse(runs, softmax):
     """Late fusion of the saved val scores of separate linear-evaluation runs."""
-    from ikem_train.fuse import format_table, fuse_runs, parse_run_spec
+    from ikem_train.eval.fuse import format_table, fuse_runs, parse_run_spec
 
     result = fuse_runs([parse_run_spec(spec) for spec in runs], softmax=softmax)
     click.echo(format_table(result))

@@ -77,7 +77,7 @@ def dataset_class_names(dataset) -> tuple | None:
 
 def _ntu_action(name):
     """The action number of an ``SsssCcccPpppRrrrAaaa`` name, or None."""
-    from ikem_data.ntu import parse_name
+    from ikem_data.formats.ntu import parse_name
 
     try:
         return parse_name(name).action

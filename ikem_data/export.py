@@ -13,7 +13,7 @@ when complete, and the label pickle of a part comes last, so an interrupted expo
 never leaves a part that looks finished.
 
 :func:`export_pyskl` (format ``pyskl``): the store's raw data as one pyskl annotation
-pickle (:mod:`ikem_data.pyskl`) that pyskl and mmaction2 train on: every sample, every
+pickle (:mod:`ikem_data.formats.pyskl`) that pyskl and mmaction2 train on: every sample, every
 benchmark's splits under pyskl's names, written under a temporary name and renamed.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ikem_data import pyskl
+from ikem_data.formats import pyskl
 from ikem_data.store import open_store
 
 PARTS = ("train", "val")
@@ -134,7 +134,7 @@ def export_pyskl(store_path, to, overwrite=False, dtype="float32", block=None):
     up to the last one holding a non-zero value (at least 1), as pyskl writes one- and
     two-person samples; ``split`` maps each benchmark part to a list of names, under
     pyskl's names for the dataset (``xsub_train``, ``xview_val``, ``xset_train``) and
-    ``<benchmark, - as _>_<part>`` for the others (:func:`ikem_data.pyskl.pyskl_split_name`).
+    ``<benchmark, - as _>_<part>`` for the others (:func:`ikem_data.formats.pyskl.pyskl_split_name`).
     The pickle is streamed (memory: one block of samples) to ``.<name>.partial`` beside
     ``to`` and renamed when complete.
 

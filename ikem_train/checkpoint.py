@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ikem_data.layouts import DEFAULT_LAYOUT
-from ikem_train.graph import LEGACY_GRAPH_PARTITION
+from ikem_train.nets.graph import LEGACY_GRAPH_PARTITION
 
 KINDS = ("pretrain", "distill", "linear", "finetune", "knn")
 

@@ -28,7 +28,7 @@ from pydantic.dataclasses import dataclass
 
 from ikem_data.names import MODALITIES, STUDENT_MODALITIES, resolve_modalities
 from ikem_data.layouts import get_layout
-from ikem_train.graph import GRAPH_PARTITIONS, check_partition
+from ikem_train.nets.graph import GRAPH_PARTITIONS, check_partition
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # unknown keys and inf/nan values are errors
 
@@ -60,7 +60,7 @@ class DataConfig:
 
 @dataclass(config=_STRICT)
 class ModelConfig:
-    """Keyword arguments of ``ikem_train.model.PretrainModel``, named exactly as it takes them."""
+    """Keyword arguments of ``ikem_train.methods.model.PretrainModel``, named exactly as it takes them."""
 
     modalities: tuple[str, ...] = MODALITIES
     in_channels: int = Field(3, gt=0)
@@ -101,7 +101,7 @@ class ModelConfig:
 
 @dataclass(config=_STRICT)
 class DistillConfig:
-    """Keyword arguments of ``ikem_train.model.DistillModel`` (METHOD.md §7), minus the teacher."""
+    """Keyword arguments of ``ikem_train.methods.model.DistillModel`` (METHOD.md §7), minus the teacher."""
 
     student_modalities: tuple[str, ...] = STUDENT_MODALITIES
     teacher_mode: Literal["train", "eval"] = "train"

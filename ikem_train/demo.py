@@ -64,8 +64,8 @@ def run_demo(out_dir, device="auto", overrides=(), seeds=3, echo=print) -> dict:
     Raises:
         DemoError: ``out_dir`` holds an earlier demo; any job's error.
     """
-    from ikem_data.build_modalities import build_modalities
-    from ikem_data.gendata import gendata
+    from ikem_data.modalities.stage import build_modalities
+    from ikem_data.gendata.run import gendata
 
     out = Path(out_dir)
     if (out / "runs").exists():
@@ -105,10 +105,10 @@ def run_demo(out_dir, device="auto", overrides=(), seeds=3, echo=print) -> dict:
 def _pictures(store, out, settings) -> dict:
     """Seed 0's pictures: a val clip, the teacher's curves, the student's linear confusion
     matrix and t-SNE maps of teacher and student features. {what: path}."""
-    from ikem_data.show import show
+    from ikem_data.show.sample import show
     from ikem_data.store import open_store
-    from ikem_train.embed import embed
-    from ikem_train.plots import plot_run
+    from ikem_train.pictures.embed import embed
+    from ikem_train.pictures.plots import plot_run
 
     runs, pictures = out / "runs" / "seed0", out / "pictures"
     with open_store(store) as s:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ikem_train.augment import augment, shear, shear_matrix, symmetric_pad, temporal_crop, worker_rng
+from ikem_train.data.augment import augment, shear, shear_matrix, symmetric_pad, temporal_crop, worker_rng
 
 
 def _ramp(t=50):

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import ikem_data.build_modalities as bm
+import ikem_data.modalities.stage as bm
 from ikem_cli.data import main
-from ikem_data.build_modalities import StageError, build_modalities
-from ikem_data.modalities import compute_modalities
+from ikem_data.modalities.stage import StageError, build_modalities
+from ikem_data.modalities.kernels import compute_modalities
 from ikem_data.names import MODALITIES
-from ikem_data.preprocess import preprocess
+from ikem_data.modalities.preprocess import preprocess
 from ikem_data.store import open_store
 from ntu_reader import read_batch
 from skeleton_files import write_raw_store

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ikem_data.store import open_store
-from ikem_train.data import (ModalityDataset, PretrainDataset, StoreError, make_loader, read_rows,
+from ikem_train.data.datasets import (ModalityDataset, PretrainDataset, StoreError, make_loader, read_rows,
                              write_synthetic_store)
 
 

@@ -23,11 +23,12 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from ikem_train import distributed, jobs
+from ikem_train.training import distributed, sync_bn
+from ikem_train import jobs
 from ikem_train.checkpoint import load_checkpoint
 from ikem_train.config import ConfigError
-from ikem_train.data import EpochBatchSampler, PretrainDataset, write_synthetic_store
-from ikem_train.model import PretrainModel
+from ikem_train.data.datasets import EpochBatchSampler, PretrainDataset, write_synthetic_store
+from ikem_train.methods.model import PretrainModel
 
 BENCH = "ntu60-xsub"
 # Tiny widths; K = 16 is a multiple of the global batch 8. student_dim = 6 x feature_dim.
@@ -158,7 +159,7 @@ def float64(monkeypatch):
 
 
 def _equal_worker(rank, store, root):
-    from ikem_train.model import DistillModel
+    from ikem_train.methods.model import DistillModel
 
     _in_float64()
     _record_steps(PretrainModel)
@@ -173,7 +174,7 @@ def _equal_worker(rank, store, root):
 
 def _single_run(monkeypatch, store, root):
     """The one-process runs (global batch 8) and their steps."""
-    from ikem_train.model import DistillModel
+    from ikem_train.methods.model import DistillModel
 
     steps = {}
     for cls in (PretrainModel, DistillModel):
@@ -243,8 +244,8 @@ def _batchnorm_worker(rank, root):
     dist.init_process_group("gloo")
     x, weight = _batchnorm_input()
     mine = slice(4 * rank, 4 * rank + 4)
-    bn = distributed.convert_sync_batchnorm(nn.Sequential(_reference_bn()), torch.device("cpu"))[0]
-    assert isinstance(bn, distributed.CPUSyncBatchNorm)
+    bn = sync_bn.convert_sync_batchnorm(nn.Sequential(_reference_bn()), torch.device("cpu"))[0]
+    assert isinstance(bn, sync_bn.CPUSyncBatchNorm)
     out = {}
     for step in range(2):  # twice: running statistics follow BatchNorm's momentum
         xr = x[mine].clone().requires_grad_()
@@ -370,7 +371,7 @@ class _Broken(RuntimeError):
 
 
 def _failure_worker(rank, store, root):
-    from ikem_train.loop import TrainingError
+    from ikem_train.training.loop import TrainingError
 
     if rank == 1:
         original = PretrainModel.forward

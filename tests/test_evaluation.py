@@ -10,13 +10,13 @@ from click.testing import CliRunner
 
 from ikem_cli.train import main as ikem_train
 from ikem_data.store import open_store
-from ikem_train import evaluation as ev
+from ikem_train.eval import features as ev
 from ikem_train import jobs
 from ikem_train.checkpoint import load_checkpoint, save_checkpoint
-from ikem_train.data import ModalityDataset, write_synthetic_store
-from ikem_train.finetune import label_subset
-from ikem_train.knn import fuse_features, knn_predict
-from ikem_train.model import encoder_state_dicts
+from ikem_train.data.datasets import ModalityDataset, write_synthetic_store
+from ikem_train.eval.finetune import label_subset
+from ikem_train.eval.knn import fuse_features, knn_predict
+from ikem_train.methods.model import encoder_state_dicts
 
 MODS = ["joint", "bone"]
 SMALL = ["model.hidden_channels=4", "model.hidden_dim=16", "model.feature_dim=8", "model.queue_size=8",
@@ -208,7 +208,7 @@ def test_linear_leaves_the_encoders_and_finetune_changes_them(pretrained, tmp_pa
 
 def test_the_frozen_check_is_a_real_comparison(pretrained, tmp_path, monkeypatch):
     store, checkpoint = pretrained
-    from ikem_train import linear as linear_module
+    from ikem_train.eval import linear as linear_module
 
     real_fit = linear_module.fit_linear
     made = []  # the FrozenFeatures of this run

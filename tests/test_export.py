@@ -8,9 +8,9 @@ from click.testing import CliRunner
 from skeleton_files import write_raw_store
 
 from ikem_cli.data import main
-from ikem_data.build_modalities import build_modalities
+from ikem_data.modalities.stage import build_modalities
 from ikem_data.export import ExportError, export_benchmark, export_pyskl
-from ikem_data.pyskl import load_pickle
+from ikem_data.formats.pyskl import load_pickle
 from ikem_data.store import open_store
 
 

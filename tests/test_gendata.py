@@ -9,8 +9,8 @@ from ntu_reader import read_batch, read_xyz
 from skeleton_files import assert_same_arrays, expected_listed, random_frames, skeleton_text, store_arrays
 
 from ikem_cli.data import main as cli
-from ikem_data.gendata import GendataError, gendata
-from ikem_data.ntu import XSUB60_TRAIN_SUBJECTS, parse_name
+from ikem_data.gendata.run import GendataError, gendata
+from ikem_data.formats.ntu import XSUB60_TRAIN_SUBJECTS, parse_name
 from ikem_data.store import open_store
 
 
@@ -270,7 +270,7 @@ def test_sigint_leaves_a_resumable_store(ntu_dir, real_zarr, tmp_path):
         (raw / path.name).symlink_to(path)
     out = tmp_path / "sigint.zarr"
     code = ("import sys, time\n"
-            "import ikem_data.skeleton as sk\n"
+            "import ikem_data.formats.skeleton as sk\n"
             "real = sk.load_xyz\n"
             "def slow(*a, **k):\n"
             "    time.sleep(0.15)\n"

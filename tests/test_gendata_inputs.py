@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from skeleton_files import alarm, expected_listed, good_folder, kinect_capture, random_frames, skeleton_text
 
 from ikem_cli.data import main as cli
-from ikem_data.gendata import GendataError, gendata
+from ikem_data.gendata.run import GendataError, gendata
 from ikem_data.store import open_store
 
 QUIET = dict(workers=1, progress=False, log=lambda m: None)
@@ -140,7 +140,7 @@ def test_kinect_nan_and_a_capture_listed_twice_are_refused_at_gendata(tmp_path):
 def test_memory_stays_within_the_write_budget_for_long_sequences(tmp_path, monkeypatch):
     import tracemalloc
 
-    import ikem_data.gendata_write as gendata_write  # the module that reads the budget
+    import ikem_data.gendata.write as gendata_write  # the module that reads the budget
 
     raw, good = good_folder(tmp_path, (3, 2000, 5, 4))  # one sample of raw/xyz: 1.2 MB
     monkeypatch.setattr(gendata_write, "WRITE_BUFFER_BYTES", 4_000_000)

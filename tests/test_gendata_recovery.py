@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 from skeleton_files import assert_same_arrays, expected_listed, good_folder, kinect_capture, store_arrays
 
-import ikem_data.gendata_write as gendata_write
+import ikem_data.gendata.write as gendata_write
 from ikem_cli.data import main as cli
-from ikem_data.gendata import GendataError, gendata
+from ikem_data.gendata.run import GendataError, gendata
 from ikem_data.store import Attributes, Store, open_store
 
 QUIET = dict(workers=1, progress=False, log=lambda m: None)
@@ -215,7 +215,7 @@ def test_parser_workers_exit_when_gendata_is_killed(tmp_path):
     out = tmp_path / "k.zarr"
     # The parent pauses after its first write, with the worker pool up, and is then killed.
     code = ("import sys, time\n"
-            "import ikem_data.gendata_write as gd\n"
+            "import ikem_data.gendata.write as gd\n"
             "real = gd._save_state\n"
             "def pause(store, state):\n"
             "    real(store, state)\n"

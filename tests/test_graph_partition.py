@@ -17,11 +17,11 @@ from click.testing import CliRunner
 from ikem_cli.train import main as ikem_train
 from ikem_train.checkpoint import load_checkpoint, save_checkpoint, seed_everything
 from ikem_train.config import ConfigError, config_to_dict, load_config
-from ikem_train.data import write_synthetic_store
-from ikem_train.graph import spatial_adjacency
-from ikem_train.evaluation import load_encoders
-from ikem_train.model import DistillModel, PretrainModel
-from ikem_train.stgcn import STGCN
+from ikem_train.data.datasets import write_synthetic_store
+from ikem_train.nets.graph import spatial_adjacency
+from ikem_train.eval.features import load_encoders
+from ikem_train.methods.model import DistillModel, PretrainModel
+from ikem_train.nets.stgcn import STGCN
 
 SMALL = ["model.hidden_channels=4", "model.hidden_dim=16", "model.feature_dim=8", "model.queue_size=8",
          "distill.student_dim=48", "distill.queue_size=8", "data.batch_size=4", "data.num_workers=0",

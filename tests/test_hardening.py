@@ -14,11 +14,11 @@ from skeleton_files import write_raw_store
 
 from ikem_cli.data import main as ikem_data
 from ikem_cli.train import main as ikem_train
-from ikem_data.build_modalities import StageError, build_modalities
+from ikem_data.modalities.stage import StageError, build_modalities
 from ikem_data.locks import LockedError, exclusive, lock_paths
 from ikem_data.store import open_store
-from ikem_train.data import write_synthetic_store
-from ikem_train.loop import TrainingError, prepare_run_dir
+from ikem_train.data.datasets import write_synthetic_store
+from ikem_train.training.loop import TrainingError, prepare_run_dir
 
 TINY = ["--set", "data.batch_size=4", "--set", "data.num_workers=0", "--set", "model.queue_size=8",
         "--set", "model.hidden_channels=4", "--set", "model.hidden_dim=16", "--set", "model.feature_dim=8",
@@ -131,7 +131,7 @@ def test_a_store_killed_mid_modalities_resumes_where_it_stopped(tmp_path, suffix
     store = raw_store(tmp_path / f"s{suffix}")
     code = textwrap.dedent(f"""
         import os, signal
-        import ikem_data.build_modalities as bm
+        import ikem_data.modalities.stage as bm
         original, calls = bm.compute_modalities, []
         def killed_at_the_third_step(*args, **kwargs):
             calls.append(1)

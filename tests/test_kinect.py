@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from skeleton_files import kinect_capture
 
 from ikem_cli.data import main as cli
-from ikem_data.kinect import KinectFormatError, count_frames, read_kinect_csv, read_labels_csv
+from ikem_data.formats.kinect_csv import KinectFormatError, count_frames, read_kinect_csv, read_labels_csv
 from ikem_data.store import open_store
 
 FRAMES = {"Ges01_wavehand.csv": 154, "Ges02_balancinghands.csv": 161, "Ges03_drawlines.csv": 213,

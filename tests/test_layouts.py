@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from ikem_data import layouts
-from ikem_data.build_modalities import StageError, build_modalities
+from ikem_data.modalities.stage import StageError, build_modalities
 from ikem_data.layouts import KINECT_V2_25, LAYOUTS, get_layout
-from ikem_data.modalities import compute_modalities
-from ikem_data.preprocess import preprocess
+from ikem_data.modalities.kernels import compute_modalities
+from ikem_data.modalities.preprocess import preprocess
 from ikem_data.store import open_store
-from ikem_train.graph import spatial_adjacency
-from ikem_train.modalities import compute_modalities as torch_modalities
-from ikem_train.stgcn import STGCN
+from ikem_train.nets.graph import spatial_adjacency
+from ikem_train.data.device_modalities import compute_modalities as torch_modalities
+from ikem_train.nets.stgcn import STGCN
 from test_stgcn import reference_spatial_graph
 
 KV2 = get_layout(KINECT_V2_25)

@@ -8,12 +8,12 @@ import torch
 
 from ikem_train.checkpoint import load_checkpoint, save_checkpoint, seed_everything
 from ikem_train.config import load_config
-from ikem_train.data import PretrainDataset, write_synthetic_store
-from ikem_train.fuse import FuseError, fuse_runs
-from ikem_train.evaluation import EvaluationError
+from ikem_train.data.datasets import PretrainDataset, write_synthetic_store
+from ikem_train.eval.fuse import FuseError, fuse_runs
+from ikem_train.eval.features import EvaluationError
 from ikem_train.jobs import linear
-from ikem_train.loop import prepare_run_dir, train
-from ikem_train.model import PretrainModel, encoder_state_dicts
+from ikem_train.training.loop import prepare_run_dir, train
+from ikem_train.methods.model import PretrainModel, encoder_state_dicts
 
 MODS = ["joint", "bone"]
 SETTINGS = ["data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0", "model.queue_size=8",

@@ -10,8 +10,8 @@ from torch.nn import functional as F
 
 from ikem_train.checkpoint import load_checkpoint, seed_everything
 from ikem_train.config import ConfigError, load_config
-from ikem_train.data import PretrainDataset, write_synthetic_store
-from ikem_train.loop import TrainingError, lr_at, prepare_run_dir, train
+from ikem_train.data.datasets import PretrainDataset, write_synthetic_store
+from ikem_train.training.loop import TrainingError, lr_at, prepare_run_dir, train
 
 
 class StandIn(nn.Module):

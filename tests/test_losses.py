@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ikem_train.crossclr import cross_modal_losses, multi_positive_nce
-from ikem_train.distill import distill_loss
-from ikem_train.ikem import IKEMHead, concat_keys, concat_queues, ikem_loss
+from ikem_train.methods.crossclr import cross_modal_losses, multi_positive_nce
+from ikem_train.methods.distill import distill_loss
+from ikem_train.methods.ikem import IKEMHead, concat_keys, concat_queues, ikem_loss
 
 T = 0.5
 

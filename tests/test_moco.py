@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ikem_train.moco import advance_pointer, check_queue_size, enqueue, info_nce, momentum_update, random_queue
+from ikem_train.methods.moco import advance_pointer, check_queue_size, enqueue, info_nce, momentum_update, random_queue
 
 
 def _orthonormal(n, d, seed=0):

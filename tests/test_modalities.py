@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ikem_data.layouts import get_layout
-from ikem_data.modalities import compute_modalities, time_scale
+from ikem_data.modalities.kernels import compute_modalities, time_scale
 from ikem_data.names import MODALITIES
-from ikem_data.preprocess import preprocess
+from ikem_data.modalities.preprocess import preprocess
 from ntu_reader import read_batch
 
 _KV2 = get_layout("kinect_v2_25")
@@ -195,7 +195,7 @@ def test_atan2_matches_numpy_to_float32_rounding():
     # The float64 polynomial atan2 of the angular velocity (METHOD §3.6 uses atan2).
     from numba import njit
 
-    from ikem_data.modalities import atan2_f64
+    from ikem_data.modalities.kernels import atan2_f64
 
     @njit
     def many(y, x, out):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ikem_data.names import MODALITIES
-from ikem_train.modalities import compute_modalities
+from ikem_train.data.device_modalities import compute_modalities
 
 from ntu_reader import read_batch
 
@@ -154,7 +154,7 @@ def test_real_ntu_files_match_reference(ntu_dir):
 
 
 def _assert_equal_to_numba(x, frames):
-    from ikem_data import modalities as numba_mod
+    from ikem_data.modalities import kernels as numba_mod
 
     for bone_pairs in ("ikem", "crossclr"):
         for true_timeline in (True, False):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ikem_data.names import MODALITIES
-from ikem_train.model import DistillModel, PretrainModel, encoder_state_dicts
-from ikem_train.stgcn import STGCN
+from ikem_train.methods.model import DistillModel, PretrainModel, encoder_state_dicts
+from ikem_train.nets.stgcn import STGCN
 
 from ntu_reader import read_batch
 

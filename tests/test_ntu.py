@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from ikem_data.ntu import (
+from ikem_data.formats.ntu import (
     XSUB60_TRAIN_SUBJECTS,
     XSUB120_TRAIN_SUBJECTS,
     benchmark_splits,

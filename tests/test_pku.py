@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from skeleton_files import assert_same_arrays, store_arrays
 
 from ikem_cli.data import main as cli
-from ikem_data import pku
-from ikem_data.gendata import GendataError, gendata
+from ikem_data.formats import pku
+from ikem_data.gendata.run import GendataError, gendata
 from ikem_data.store import open_store
 
 QUIET = dict(workers=1, progress=False, log=lambda m: None)

@@ -11,10 +11,10 @@ from PIL import Image
 from ikem_cli.train import main as ikem_train
 from ikem_data.class_names import NTU_ACTIONS
 from ikem_train import jobs
-from ikem_train import plots as pl
-from ikem_train.data import write_synthetic_store
-from ikem_train.embed import EMBED_PX, EmbedError, embed, subsample
-from ikem_train.evaluation import EvaluationError
+from ikem_train.pictures import plots as pl
+from ikem_train.data.datasets import write_synthetic_store
+from ikem_train.pictures.embed import EMBED_PX, EmbedError, embed, subsample
+from ikem_train.eval.features import EvaluationError
 
 SMALL = ["model.hidden_channels=4", "model.hidden_dim=16", "model.feature_dim=8", "model.queue_size=8",
          "data.batch_size=4", "data.eval_batch_size=16", "data.num_workers=0", "optim.epochs=2",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ikem_data.preprocess import all_finite, preprocess, valid_length
+from ikem_data.modalities.preprocess import all_finite, preprocess, valid_length
 from ntu_reader import read_batch
 
 RTOL, ATOL = 2e-6, 2e-6  # a few float32 ulps of metre-scale coordinates
@@ -136,7 +136,7 @@ def test_real_ntu_files_match_an_opencv_pipeline(ntu_dir):
 
 
 def test_sign_sum_follows_numpy_float32_order():
-    from ikem_data.preprocess import _numpy_sum_f32
+    from ikem_data.modalities.preprocess import _numpy_sum_f32
 
     rng = np.random.default_rng(3)
     for n in [1, 5, 8, 9, 49, 50, 129, 200, 300, 700, 1024]:

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from ikem_data.build_modalities import build_modalities
-from ikem_data.gendata import gendata
-from ikem_train.augment import augment, worker_rng
-from ikem_train.model import PretrainModel
+from ikem_data.modalities.stage import build_modalities
+from ikem_data.gendata.run import gendata
+from ikem_train.data.augment import augment, worker_rng
+from ikem_train.methods.model import PretrainModel
 
 
 @pytest.fixture(scope="module")

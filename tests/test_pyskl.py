@@ -18,8 +18,8 @@ from skeleton_files import assert_same_arrays, store_arrays
 
 from ikem_cli.data import main as cli
 from ikem_data.export import export_pyskl
-from ikem_data.gendata import GendataError, gendata
-from ikem_data.pyskl import PysklError, load_pickle
+from ikem_data.gendata.run import GendataError, gendata
+from ikem_data.formats.pyskl import PysklError, load_pickle
 from ikem_data.store import open_store
 
 QUIET = dict(workers=1, progress=False, log=lambda m: None)

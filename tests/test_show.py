@@ -9,12 +9,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ikem_cli.data import main as ikem_data
-from ikem_data import show as sh
-from ikem_data.build_modalities import build_modalities
+from ikem_data.show import sample as sh
+from ikem_data.modalities.stage import build_modalities
 from ikem_data.class_names import (NTU_ACTIONS, dataset_class_names, demo_class_names, label_name,
                                    names_from_samples, store_class_names)
 from ikem_data.demo_clips import DEMO_CLASSES, write_demo_clips
-from ikem_data.gendata import gendata
+from ikem_data.gendata.run import gendata
 from ikem_data.store import open_store
 
 A001, A054, A055 = "S001C001P001R001A001", "S017C003P020R002A054", "S017C003P020R002A055"
@@ -217,7 +217,7 @@ def test_mp4_without_ffmpeg_says_so(ntu_store, tmp_path, monkeypatch):
 
 
 def test_a_modality_the_store_lacks(tmp_path):
-    from ikem_train.data import write_synthetic_store
+    from ikem_train.data.datasets import write_synthetic_store
 
     store = write_synthetic_store(tmp_path / "s.zarr", n_train=4, n_val=2, frames=10, modalities=("joint",))
     with pytest.raises(sh.ShowError, match=r"has no modalities/bone; it can show: joint"):

@@ -7,7 +7,7 @@ import pytest
 from ntu_reader import read_xyz
 from skeleton_files import alarm, expected_listed, random_frames, skeleton_text
 
-from ikem_data.skeleton import (
+from ikem_data.formats.skeleton import (
     SkeletonFormatError,
     load_xyz,
     parse_skeleton,

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ikem_data.layouts import get_layout
-from ikem_train.graph import hop_distance, spatial_adjacency
-from ikem_train.stgcn import STGCN
+from ikem_train.nets.graph import hop_distance, spatial_adjacency
+from ikem_train.nets.stgcn import STGCN
 
 KV2 = get_layout("kinect_v2_25")
 GRAPH_EDGES, NUM_JOINTS, SPINE_SHOULDER = KV2.graph_edges, KV2.num_joints, KV2.center

@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from ikem_cli.train import main as ikem_train
 from ikem_data.store import open_store
-from ikem_train.data import write_synthetic_store
+from ikem_train.data.datasets import write_synthetic_store
 
 TINY = ["--set", "data.batch_size=4", "--set", "data.num_workers=0", "--set", "model.queue_size=8",
         "--set", "optim.epochs=1", "--set", "run.progress=false", "--device", "cpu"]

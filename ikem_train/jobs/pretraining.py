@@ -1,0 +1,95 @@
+"""Self-supervised training jobs: :func:`pretrain` (SkeletonCLR, CrosSCLR, IKEM) and :func:`distill`
+(teacher 6 -> student 3), both through :func:`ikem_train.training.loop.train`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from ikem_data.names import MODALITIES
+from ikem_train.checkpoint import CheckpointError, load_checkpoint, seed_everything
+from ikem_train.config import load_config
+from ikem_train.eval import features as ev
+from ikem_train.jobs.common import job_processes, on_processes, recorded_store_params, resume_base, train_split, with_model, with_store_layout
+from ikem_train.training.loop import run_folder, train
+
+
+def pretrain(store, benchmark, run_dir, *, config=None, overrides=(), resume=False, log=print) -> dict:
+    """Pretrain one encoder per modality: SkeletonCLR (one), CrosSCLR or IKEM (several).
+
+    Returns:
+        ``{"run", "checkpoint", "last_epoch"}`` (the last epoch's metrics record).
+
+    Raises:
+        ConfigError, StoreError, KeyError (unknown benchmark), TrainingError, CheckpointError.
+    """
+    from ikem_train.methods.model import PretrainModel
+
+    base = resume_base(run_dir, resume)
+    cfg = with_store_layout(load_config(config, overrides, base["config"] if base else None), store)
+    with job_processes(cfg, log) as (env, log):
+        dataset = train_split(store, benchmark, cfg, env)
+        with run_folder(run_dir, resume, log) as run:
+            seed_everything(cfg.data.seed)
+            model = PretrainModel(**asdict(cfg.model))
+            log(f"pretraining {', '.join(cfg.model.modalities)} on {benchmark} ({len(dataset)} train samples) "
+                f"for {cfg.optim.epochs} epochs into {run}" + on_processes(env))
+            record = train(model, dataset, cfg, run, kind="pretrain", modalities=cfg.model.modalities,
+                           resume=resume, log=log,
+                           extra={"store": str(store), "benchmark": benchmark, "store_params": recorded_store_params(store)})
+            return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
+
+
+
+def load_teacher(path) -> dict:
+    """Load a six-modality pretrain checkpoint to distil from.
+
+    Raises:
+        CheckpointError: missing/unreadable file, not a pretrain checkpoint (a student
+            cannot be a teacher), or not all six modalities.
+    """
+    ck = load_checkpoint(path)
+    if ck["kind"] != "pretrain":
+        raise CheckpointError(f"{path} is a {ck['kind']!r} checkpoint (a student cannot be a teacher); "
+                              "give a six-modality pretrain checkpoint")
+    have = list(ck["modalities"])
+    if set(have) != set(MODALITIES):
+        missing = [m for m in MODALITIES if m not in have]
+        raise CheckpointError(f"{path} is a pretrain checkpoint of {', '.join(have)}; distillation needs the six "
+                              f"modalities (missing: {', '.join(missing)})")
+    return ck
+
+
+def distill(store, benchmark, run_dir, *, teacher=None, config=None, overrides=(), resume=False, log=print) -> dict:
+    """Distil a six-modality teacher into joint/motion/bone students (METHOD.md §7).
+
+    The students' encoders take the teacher's ``model`` settings (widths, graph, bones).
+
+    Args:
+        teacher: the teacher checkpoint; with ``resume``, defaults to the one recorded.
+
+    Raises:
+        as :func:`pretrain`; EvaluationError: the store does not match the teacher.
+    """
+    from ikem_train.methods.model import DistillModel
+
+    base = resume_base(run_dir, resume)
+    if teacher is None:
+        if base is None:
+            raise CheckpointError("--teacher is required (a six-modality pretrain checkpoint)")
+        teacher = base.get("teacher")
+    tck = load_teacher(teacher)
+    store_params = ev.check_store_agrees(store, tck["config"]["model"], tck.get("store_params"))
+    cfg = with_model(load_config(config, overrides, base["config"] if base else None), tck["config"]["model"])
+    with job_processes(cfg, log) as (env, log):
+        dataset = train_split(store, benchmark, cfg, env)
+        with run_folder(run_dir, resume, log) as run:
+            seed_everything(cfg.data.seed)
+            model = DistillModel(tck["model"], tck["config"]["model"], **asdict(cfg.distill))
+            log(f"distilling {teacher} into {', '.join(cfg.distill.student_modalities)} on {benchmark} "
+                f"({len(dataset)} train samples) for {cfg.optim.epochs} epochs into {run}" + on_processes(env))
+            record = train(model, dataset, cfg, run, kind="distill", modalities=cfg.distill.student_modalities,
+                           resume=resume, log=log,
+                           extra={"teacher": str(teacher), "store": str(store), "benchmark": benchmark,
+                                  "store_params": store_params})
+            return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
