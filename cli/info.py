@@ -4,11 +4,10 @@ import json
 
 import click
 
+from ikem_data.formats.registry import FORMATS
+
 # Stage keys shown in the overview of a stage, not repeated under "other".
 _SHOWN = {"complete", "params", "failed", "pre_failed", "ignored"}
-# What each gendata input format is, for the "source:" line.
-_SOURCES = {"ntu": "NTU RGB+D .skeleton files", "kinect-csv": "Kinect v2 CSV captures",
-            "pyskl": "pyskl annotation pickle", "pku-mmd": "PKU-MMD skeleton and label files"}
 # Root attributes shown in the overview, not repeated at the end.
 _ROOT_SHOWN = ("format", "version", "ikem_version", "gendata", "layout")
 # Said of a complete store without splits/ when its gendata stage gives no reason.
@@ -47,7 +46,7 @@ def describe(store, max_failed=20):
         lines.append(f"gendata:   {state}")
         fmt = params.get("input_format")
         lines.append(f"dataset:   {params.get('dataset')}")
-        lines.append(f"source:    {fmt} ({_SOURCES.get(fmt, 'unknown format')}) from {params.get('raw')}; "
+        lines.append(f"source:    {fmt} ({FORMATS[fmt].raw if fmt in FORMATS else 'unknown format'}) from {params.get('raw')}; "
                      f"bodies: {params.get('body_policy')}")
         lines.append(f"samples:   N = {n}; ignored by list: {gen.get('skipped', 0)}; failed: {len(gen.get('failed', []))}")
         if "raw/xyz" in store:

@@ -4,8 +4,8 @@ NTU RGB+D, Kinect v2 captures and PKU-MMD share :data:`KINECT_V2_25`. A store re
 layout by name in ``attrs["layout"]`` (stores written before this attribute existed are
 Kinect v2); the preprocessing (centring, y-alignment, valid length), the bones, IKEM's
 torso normal, the rotation axes and the ST-GCN graph all read the :class:`Layout` of that
-name. Adding a layout (e.g. NW-UCLA's 20-joint Kinect v1) means adding a table to
-:data:`LAYOUTS`, nothing else.
+name. NW-UCLA, UTD-MHAD and MSRC-12 share
+:data:`KINECT_V1_20`. Adding a layout means adding a table to :data:`LAYOUTS`, nothing else.
 
 Pairs are written 1-based as in METHOD.md and stored 0-based: row v of a pair table is
 ``(v, u)``, the bone stored at joint v is ``X_v - X_u``.
@@ -19,6 +19,8 @@ import numpy as np
 
 #: The layout of NTU RGB+D, Kinect v2 and PKU-MMD (25 joints, METHOD.md §1.1).
 KINECT_V2_25 = "kinect_v2_25"
+#: The Kinect v1 / SDK 1.x skeleton of NW-UCLA, UTD-MHAD (reordered by its reader) and MSRC-12.
+KINECT_V1_20 = "kinect_v1_20"
 #: The layout of a store without ``attrs["layout"]`` (every store before the attribute).
 DEFAULT_LAYOUT = KINECT_V2_25
 #: Bone sets whose root bone (at the centre joint) is the unit torso normal (METHOD.md §3.4).
@@ -113,8 +115,35 @@ _KINECT_V2 = Layout(
                             + [(22, 23), (23, 8), (24, 25), (25, 12)]),
 )
 
+# Kinect SDK 1.x joint tree (1-based, (v, parent)); the shoulder centre is the root, as
+# spine-shoulder is in Kinect v2, so every shared bone keeps its direction.
+_KV1_TREE = [
+    (1, 2), (2, 3), (3, 3), (4, 3), (5, 3), (6, 5), (7, 6), (8, 7), (9, 3), (10, 9),
+    (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17),
+    (19, 18), (20, 19),
+]
+
+_KINECT_V1 = Layout(
+    name=KINECT_V1_20,
+    joints=("hip center", "spine", "shoulder center", "head", "left shoulder", "left elbow", "left wrist",
+            "left hand", "right shoulder", "right elbow", "right wrist", "right hand", "left hip", "left knee",
+            "left ankle", "left foot", "right hip", "right knee", "right ankle", "right foot"),
+    # Kinect v1 has no spine-shoulder: the shoulder centre (joint 3) takes its roles, as
+    # the centre, the graph's centre and the root whose bone is IKEM's torso normal.
+    center=2,
+    base=0,  # hip center, the counterpart of spine base
+    shoulders=(4, 8),
+    # (X_spine - X_Rshoulder) x (X_Lshoulder - X_Rshoulder): v1's spine joint sits where
+    # v2's spine mid does, so the normal keeps its meaning.
+    torso=(1, 4, 8),
+    # no hand tips or thumbs: both bone sets are the tree (they differ only at the hands in v2)
+    bone_pairs={"ikem": _zero_based(_KV1_TREE), "crossclr": _zero_based(_KV1_TREE)},
+    axis_pairs=_zero_based(_KV1_TREE),
+    graph_edges=_zero_based([p for p in _KV1_TREE if p[0] != p[1]]),
+)
+
 #: Every layout ikem supports, by name.
-LAYOUTS = {layout.name: layout for layout in (_KINECT_V2,)}
+LAYOUTS = {layout.name: layout for layout in (_KINECT_V2, _KINECT_V1)}
 for _layout in LAYOUTS.values():
     _layout.check()
 

@@ -10,7 +10,8 @@ MODALITY_ALIASES = {"omega": "angular_velocity", "rotation": "rotation_axis", "a
 STUDENT_MODALITIES = ("joint", "motion", "bone")
 
 BENCHMARKS = ("ntu60-xsub", "ntu60-xview", "ntu120-xsub", "ntu120-xset",
-              "pku1-xsub", "pku1-xview", "pku2-xsub", "pku2-xview")
+              "pku1-xsub", "pku1-xview", "pku2-xsub", "pku2-xview",
+              "nwucla-xview", "utd-xsub", "msrc12-xsub")
 
 STORE_FORMAT = "ikem-store"
 STORE_VERSION = 1

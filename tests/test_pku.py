@@ -123,7 +123,7 @@ def test_segments_labels_and_splits(tmp_path, dataset, hyphens):
         assert store["raw/name"].dtype.kind == "S"
     assert 1 in want["bodies"] and 2 in want["bodies"] and 0 in want["label"] and 50 in want["label"]
     info = CliRunner().invoke(cli, ["info", str(out)]).output
-    assert "source:    pku-mmd (PKU-MMD skeleton and label files)" in info and "layout:    kinect_v2_25" in info
+    assert "source:    pku-mmd (the PKU-MMD folder)" in info and "layout:    kinect_v2_25" in info
     assert f"{dataset}-xsub" in info
 
 
@@ -260,7 +260,7 @@ def test_info_shows_source_and_layout_also_when_not_recorded(tmp_path):
     out = tmp_path / "s.h5"
     gendata(root, out, input_format="pku-mmd", **QUIET)
     info = CliRunner().invoke(cli, ["info", str(out)]).output
-    assert f"source:    pku-mmd (PKU-MMD skeleton and label files) from {root.resolve()}; bodies: as-recorded" in info
+    assert f"source:    pku-mmd (the PKU-MMD folder) from {root.resolve()}; bodies: as-recorded" in info
     assert "layout:    kinect_v2_25\n" in info and "dataset:   pku2" in info
     with open_store(out, "r+") as store:  # a store written before stores recorded their layout
         del store.attrs["layout"]

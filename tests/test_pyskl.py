@@ -278,7 +278,7 @@ def test_a_bad_annotation_stops_or_is_skipped(content, tmp_path, change, message
         assert store.names() == [a["frame_dir"] for a in content["annotations"] if a["frame_dir"] != name]
         assert name not in [store.names()[i] for i in store.split("ntu60-xview", "val")]
         info = CliRunner().invoke(cli, ["info", str(tmp_path / "skip.zarr")]).output
-    assert "failed files (1)" in info and "source:    pyskl (pyskl annotation pickle)" in info
+    assert "failed files (1)" in info and "source:    pyskl (a pyskl annotation pickle (.pkl))" in info
     assert "layout:    kinect_v2_25" in info
 
 

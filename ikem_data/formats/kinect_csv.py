@@ -248,3 +248,49 @@ def read_labels_csv(path, raw=None) -> list[LabelRow]:
     if not rows:
         raise KinectFormatError(path, 0, "no samples listed")
     return rows
+
+
+# -- the reader of --input-format kinect-csv (ikem_data.formats.registry) ------------------
+
+def plan_samples(raw, dataset=None, ignored=None, labels=None):
+    """The captures a ``file,label[,split]`` table lists, in its order.
+
+    ``ignored`` does not apply (the table chooses the captures); with a split column the
+    store gets the benchmark ``custom`` (:func:`store_splits`).
+
+    Raises:
+        ValueError: no ``labels`` table, a ``raw`` that is not a folder, a bad table
+            (:func:`read_labels_csv`). FileNotFoundError: a missing file.
+    """
+    if labels is None:
+        raise ValueError("--labels FILE (a file,label[,split] CSV) is required for --input-format kinect-csv")
+    if raw is not None and not Path(raw).is_dir():
+        raise ValueError(f"raw folder {raw} does not exist")
+    samples = [dict(name=row.file, path=str(row.path), label=row.label, split=row.split, ids=(-1, -1, -1, -1))
+               for row in read_labels_csv(labels, raw)]
+    return dict(dataset="kinect", samples=samples, skipped=[], failed=[],
+                params=dict(labels=str(Path(labels).resolve()), ignore_list=None))
+
+
+def load_sample(source, max_bodies, frames_only=False, body_policy="listed"):
+    """One capture: ``("ok", xyz (3, T, 25, M) float32, T, 1)`` (the body in slot 0), or ``("ok", T)``."""
+    joints, _ = read_kinect_csv(source)
+    if frames_only:
+        return ("ok", int(joints.shape[1]))
+    xyz = np.zeros(joints.shape + (max_bodies,), dtype=np.float32)
+    xyz[..., 0] = joints
+    return ("ok", xyz, int(joints.shape[1]), 1)
+
+
+def store_splits(names, samples, params):
+    """``({"custom": {part: indices}}, [])`` from the table's split column, or no benchmark and a note."""
+    by_name = {s["name"]: s["split"] for s in samples}
+    if not any(by_name[name] is not None for name in names):
+        return {}, [f"the labels table {params['labels']} has no split column, so the store has no "
+                    f"benchmark (splits/) and training needs one: add a split column (train or val on "
+                    f"every row) and rerun gendata with --overwrite"]
+    parts = {"train": [], "val": []}
+    for index, name in enumerate(names):
+        if by_name[name] is not None:
+            parts[by_name[name]].append(index)
+    return {"custom": {part: np.asarray(v, dtype=np.int64) for part, v in parts.items()}}, []

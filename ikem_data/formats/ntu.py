@@ -206,3 +206,66 @@ def benchmark_splits(ids, dataset) -> dict[str, dict[str, np.ndarray]]:
             (train if is_training(sid, benchmark) else val).append(index)
         out[benchmark] = {"train": np.asarray(train, dtype=np.int64), "val": np.asarray(val, dtype=np.int64)}
     return out
+
+
+# -- the reader of --input-format ntu (ikem_data.formats.registry) -------------------------
+
+def plan_samples(raw, dataset=None, ignored=None):
+    """The ``.skeleton`` files of ``raw``, sorted by name, minus the ignore list.
+
+    Args:
+        raw: the folder. dataset: ``"ntu60"``/``"ntu120"``, or None to infer it.
+        ignored: names to leave out; None: the dataset's official missing-skeleton list.
+
+    Returns:
+        the dict of :mod:`ikem_data.formats.registry` (``split`` None: the benchmarks
+        follow from the names, :func:`store_splits`).
+
+    Raises:
+        FileNotFoundError, ValueError: see :func:`list_skeleton_files`, :func:`parse_name`,
+            :func:`check_dataset`.
+    """
+    files = list_skeleton_files(raw)
+    ids = [parse_name(str(p)) for p in files]
+    if dataset is None:
+        dataset = infer_dataset(ids)
+    check_dataset(ids, dataset)
+    params = {}
+    if ignored is None:
+        params["ignore_list"] = f"official:{MISSING_LIST_FILES[dataset]}"
+        ignored = set(missing_samples(dataset))
+    samples, skipped = [], []
+    for path, sid in zip(files, ids):
+        if sid.name in ignored:
+            skipped.append(sid.name)
+            continue
+        samples.append(dict(name=sid.name, path=str(path), label=sid.label, split=None,
+                            ids=(sid.setup, sid.camera, sid.subject, sid.replication)))
+    return dict(dataset=dataset, samples=samples, skipped=skipped, failed=[], params=params)
+
+
+def load_sample(source, max_bodies, frames_only=False, body_policy="listed"):
+    """Parse one ``.skeleton`` file: ``("ok", xyz (3, T, 25, M) float32, T, bodies)``, or
+    ``("ok", T)`` with ``frames_only`` (parsed and checked in full).
+
+    Raises:
+        ValueError, OSError: a malformed or unreadable file (:mod:`ikem_data.formats.skeleton`).
+    """
+    from ikem_data.formats.skeleton import load_xyz, read_skeleton
+
+    if frames_only:
+        return ("ok", int(read_skeleton(source).n_frames))
+    xyz, n_frames, n_bodies = load_xyz(source, body_policy, max_bodies)
+    return ("ok", xyz, int(n_frames), int(n_bodies))
+
+
+def store_splits(names, samples, params):
+    """The benchmarks of the dataset from the stored names: ``(splits, notes)``."""
+    return benchmark_splits([parse_name(name) for name in names], params["dataset"]), []
+
+
+def prepare_workers():
+    """Compile (or load) the numba parser once in the parent, so workers load it from the cache."""
+    from ikem_data.formats.skeleton import parse_skeleton
+
+    parse_skeleton(b"0\n")

@@ -58,6 +58,8 @@ VIEWS = {"L": 1, "M": 2, "R": 3}
 VIDEO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _INT_RE = re.compile(r"^[+-]?[0-9]+$")
 _F32_MAX = float(np.finfo(np.float32).max)
+#: How a label row's frames are read (recorded in the store's gendata params).
+SEGMENT_FRAMES = "rows start..end-1 of the skeleton file (0-based, end excluded), as MAMP"
 #: This process's last video: ((path, size, mtime, inode), rows).
 _LAST = [None, None]
 
@@ -210,6 +212,7 @@ def plan_samples(raw, dataset=None, ignored=frozenset()):
     raw = Path(raw)
     if not raw.is_dir():
         raise FileNotFoundError(f"PKU-MMD folder {raw} does not exist")
+    ignored = ignored or frozenset()
     if dataset is None:
         dataset = infer_dataset(raw)
     if dataset not in DATASETS:
@@ -256,7 +259,8 @@ def plan_samples(raw, dataset=None, ignored=frozenset()):
                 samples.append(dict(name=name, path=where, label=label - 1, split=split,
                                     ids=(-1, camera, -1, -1), extra=f"{start}:{end}",
                                     source=(where, str(skeleton), start, end)))
-    return dict(dataset=dataset, samples=samples, skipped=skipped, failed=failed, split_files=split_files)
+    return dict(dataset=dataset, samples=samples, skipped=skipped, failed=failed, split_files=split_files,
+                params=dict(split_files=split_files, segment_frames=SEGMENT_FRAMES))
 
 
 # -- the skeleton rows -------------------------------------------------------------------
@@ -362,3 +366,13 @@ def load_segment(source, max_bodies, frames_only=False):
     k = min(2, max_bodies)
     xyz[..., :k] = segment[:, :k].transpose(3, 0, 2, 1)  # -> (C, T, V, M)
     return ("ok", xyz, end - start, int(np.count_nonzero(present)))
+
+
+def load_sample(source, max_bodies, frames_only=False, body_policy="listed"):
+    """:func:`load_segment` as the reader of ``--input-format pku-mmd`` (the bodies are as recorded)."""
+    return load_segment(source, max_bodies, frames_only)
+
+
+def group_key(source):
+    """The video of a segment: a worker gets all segments of one video together (parsed once)."""
+    return source[1]

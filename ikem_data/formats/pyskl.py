@@ -27,6 +27,7 @@ import _compat_pickle
 import os
 import pickle
 import stat
+from pathlib import Path
 
 import numpy as np
 
@@ -278,6 +279,9 @@ def plan_samples(path, dataset=None, ignored=frozenset()):
             dataset).
         OSError: unreadable.
     """
+    if not Path(path).is_file():
+        raise PysklError(f"pyskl pickle {path} does not exist or is not a file")
+    ignored = ignored or frozenset()
     splits, annotations = _read_top(path)
     _refuse_2d(path, annotations[0])
     failed, entries, seen = [], [], set()
@@ -431,3 +435,8 @@ def write_pickle(path, splits, annotations):
         # structure is a tree (nothing shared, nothing recursive), which is all fast mode needs.
         pickler.fast = True
         pickler.dump({"split": splits, "annotations": _StreamedList(annotations)})
+
+
+def load_sample(source, max_bodies, frames_only=False, body_policy="listed"):
+    """:func:`load_annotation` as the reader of ``--input-format pyskl`` (the bodies are pyskl's)."""
+    return load_annotation(source, max_bodies, frames_only)

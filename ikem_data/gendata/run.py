@@ -2,11 +2,12 @@
 
 Flow (DESIGN.md §3):
 
-1. list the inputs (:func:`~ikem_data.gendata.plan.plan`): NTU ``.skeleton`` files
-   sorted by name, minus the ignore list; the files of a Kinect labels CSV; the
-   annotations of a pyskl pickle (:mod:`ikem_data.formats.pyskl`, loaded once, in this process,
-   by a restricted unpickler); or the labelled segments of PKU-MMD videos
-   (:mod:`ikem_data.formats.pku`). Names, ids, labels and splits are checked here; an input that
+1. list the inputs (:func:`~ikem_data.gendata.plan.plan`) with the reader of the input
+   format (:mod:`ikem_data.formats.registry`): NTU ``.skeleton`` files sorted by name,
+   minus the ignore list; the files of a Kinect labels CSV; the annotations of a pyskl
+   pickle (loaded once, in this process, by a restricted unpickler); the labelled
+   segments of PKU-MMD videos; NW-UCLA, UTD-MHAD and MSRC-12 sequences or instances.
+   Names, ids, labels and splits are checked here; an input that
    is wrong on its own (a bad label row, an annotation without a key) is a failure like
    a malformed file below;
 2. the *check pass*: workers parse every input in full (values checked, nothing kept).
@@ -37,11 +38,12 @@ command; or rerun with ``--on-error skip``. Anything else is refused unless
 ``overwrite``, which replaces a store (also a damaged one that cannot be opened) but
 never a file or folder that is not an ikem store.
 
-Every input becomes the same store: ``raw/`` as DESIGN.md §3, ``attrs["layout"]`` =
-:data:`ikem_data.layouts.KINECT_V2_25` (NTU, Kinect v2 and PKU-MMD joints alike). A pyskl
-pickle is parsed in this process (its arrays are already in memory, and handing them to
-workers would copy them); PKU-MMD tasks go to workers one video at a time (all segments
-of a video together), so a video is parsed once per pass, not once per segment.
+Every input becomes the same store: ``raw/`` as DESIGN.md §3, ``attrs["layout"]`` = the
+format's layout (``kinect_v2_25`` for NTU, Kinect v2 and PKU-MMD; ``kinect_v1_20`` for
+NW-UCLA, UTD-MHAD and MSRC-12). A format marked ``in_process`` (pyskl: its arrays are in
+memory already, and handing them to workers would copy them) is parsed here; a reader with
+a ``group_key`` (PKU-MMD) has its tasks go to workers one group at a time (all segments of
+a video together), so a video is parsed once per pass, not once per segment.
 
 One writer at a time: ``out`` is locked (:func:`ikem_data.locks.exclusive`) for the
 whole run, so a second gendata or modalities on it is refused, and the leftover of an
@@ -90,14 +92,16 @@ def gendata(raw=None, out=None, *, input_format="ntu", dataset=None, labels=None
     """Build (or continue) the ``raw/`` part of a store from raw files.
 
     Args:
-        raw: folder of ``.skeleton`` files (NTU) or of Kinect CSVs (optional with
-            ``labels``); a pyskl annotation pickle; a PKU-MMD folder (``skeleton/``,
-            ``label/``, split files).
+        raw: what the format's entry names (``InputFormat.raw``): folder of ``.skeleton``
+            files (NTU) or of Kinect CSVs (optional with ``labels``); a pyskl annotation
+            pickle; a PKU-MMD folder (``skeleton/``, ``label/``, split files); ...
         out: store path (zarr directory; HDF5 when it ends in ``.h5``/``.hdf5``).
-        input_format: ``"ntu"``, ``"kinect-csv"``, ``"pyskl"`` (3D NTU pickles, see
-            :mod:`ikem_data.formats.pyskl`) or ``"pku-mmd"`` (see :mod:`ikem_data.formats.pku`).
+        input_format: a name of :data:`ikem_data.formats.registry.FORMATS`: ``"ntu"``,
+            ``"kinect-csv"``, ``"pyskl"`` (3D NTU pickles), ``"pku-mmd"``, ``"nwucla"``,
+            ``"utd-mhad"``, ``"msrc12"``; each reader module documents its input.
         dataset: ``"ntu60"`` or ``"ntu120"`` (NTU, pyskl; inferred from the ids when
-            ``None``), ``"pku1"`` or ``"pku2"`` (PKU-MMD; inferred from the split files).
+            ``None``), ``"pku1"`` or ``"pku2"`` (PKU-MMD; inferred from the split files);
+            the other formats have one dataset each.
         labels: ``file,label[,split]`` CSV for Kinect input (label 0-based).
         body_policy: ``"listed"`` (reference) or ``"tracked"`` (see ``ikem_data.formats.skeleton``);
             NTU files only (pyskl and PKU-MMD inputs come with their bodies chosen).
@@ -175,13 +179,14 @@ def _gendata(out, job, overwrite, workers, progress, write_chunks, stop_after_ch
             if not overwrite:
                 raise GendataError(f"{out} was made with other arguments ({why}); use --overwrite to replace it")
 
-    # A pyskl pickle's arrays are in this process already: sending them to workers would copy them.
-    parsers = Parsers(1 if params["input_format"] == "pyskl" else workers, params["input_format"])
+    # A pyskl pickle's arrays are in this process already (in_process): sending them to workers would copy them.
+    fmt = job["format"]
+    parsers = Parsers(1 if fmt.in_process else workers, fmt)
     try:
         if state is None:
             t_max, failures = check_pass(samples, params, parsers, progress)
             state = create_store(out, partial, job, t_max)
-            log(f"{len(samples)} {'files' if params['input_format'] in ('ntu', 'kinect-csv') else 'samples'}, "
+            log(f"{len(samples)} {fmt.unit}, "
                 f"longest sequence {t_max} frames"
                 + (f", {len(job['skipped'])} ignored by the list" if job["skipped"] else "")
                 + (f"; {len(job['failed'])} inputs failed the plan and are left out" if job["failed"] else "")

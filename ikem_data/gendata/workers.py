@@ -10,6 +10,7 @@ memory: :meth:`Parsers.map` takes how many finished results may wait for their t
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import signal
@@ -17,8 +18,6 @@ import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-
-import numpy as np
 
 from ikem_data.gendata.errors import GendataError
 
@@ -52,43 +51,21 @@ def load_sample(task):
     """Parse one input (runs in a worker).
 
     Args:
-        task: ``(source, input_format, body_policy, max_bodies, frames_only)``; the
-            source is a file path (NTU, Kinect), or the tuple ``sample["source"]`` of a
-            pyskl annotation or PKU-MMD segment, whose first item says where it is.
+        task: ``(source, reader, body_policy, max_bodies, frames_only)``: the sample's
+            source (a file path, or the tuple ``sample["source"]`` whose first item says
+            where it is) and the import path of its format's reader module
+            (:mod:`ikem_data.formats.registry`), so a worker needs no registry.
 
     Returns:
-        ``("ok", xyz (3, T, 25, M) float32, n_frames, n_bodies)``, or with
+        ``("ok", xyz (3, T, V, M) float32, n_frames, n_bodies)``, or with
         ``frames_only`` ``("ok", n_frames)`` (the input is parsed and checked in full, its
         data dropped); ``("error", message)`` for a malformed or unreadable input, the
         message naming the file (and the line or sample where there is one).
     """
-    source, input_format, body_policy, max_bodies, frames_only = task
+    source, reader, body_policy, max_bodies, frames_only = task
     path = _where(source)
     try:
-        if input_format == "pyskl":
-            from ikem_data.formats.pyskl import load_annotation
-
-            return load_annotation(source, max_bodies, frames_only)
-        if input_format == "pku-mmd":
-            from ikem_data.formats.pku import load_segment
-
-            return load_segment(source, max_bodies, frames_only)
-        if input_format == "ntu":
-            from ikem_data.formats.skeleton import load_xyz, read_skeleton
-
-            if frames_only:
-                return ("ok", int(read_skeleton(path).n_frames))
-            xyz, n_frames, n_bodies = load_xyz(path, body_policy, max_bodies)
-        else:
-            from ikem_data.formats.kinect_csv import read_kinect_csv
-
-            joints, _ = read_kinect_csv(path)
-            if frames_only:
-                return ("ok", int(joints.shape[1]))
-            xyz = np.zeros(joints.shape + (max_bodies,), dtype=np.float32)
-            xyz[..., 0] = joints
-            n_frames, n_bodies = joints.shape[1], 1
-        return ("ok", xyz, int(n_frames), int(n_bodies))
+        return importlib.import_module(reader).load_sample(source, max_bodies, frames_only, body_policy)
     except (ValueError, OSError) as exc:  # format errors are ValueErrors naming file and line
         message = str(exc)
         if str(path) not in message:
@@ -103,8 +80,9 @@ def load_samples(tasks):
 
 
 def _group(task):
-    """Tasks with the same key go to one worker together (None: alone)."""
-    return task[0][1] if task[1] == "pku-mmd" else None
+    """Tasks with the same key go to one worker together (None: alone): the reader's ``group_key``."""
+    group_key = getattr(importlib.import_module(task[1]), "group_key", None)
+    return None if group_key is None else group_key(task[0])
 
 
 class Parsers:
@@ -113,9 +91,9 @@ class Parsers:
     The pool is created on first use and shared by both passes; :meth:`close` ends it.
     """
 
-    def __init__(self, workers, input_format):
+    def __init__(self, workers, fmt):
         self.workers = max(1, int(workers or os.cpu_count() or 1))
-        self.input_format = input_format
+        self.reader = fmt.module()  # an InputFormat of ikem_data.formats.registry
         self.pool = None
 
     def map(self, tasks, count, max_waiting=None):
@@ -128,16 +106,14 @@ class Parsers:
         if self.workers == 1 or count <= 1:
             return ((key, load_sample(task)) for key, task in tasks)
         if self.pool is None:
-            if self.input_format == "ntu":  # compile (or load) the parser once, here,
-                from ikem_data.formats.skeleton import parse_skeleton  # so workers load it from the cache
-
-                parse_skeleton(b"0\n")
+            if hasattr(self.reader, "prepare_workers"):  # e.g. compile a numba parser into the cache once
+                self.reader.prepare_workers()
             # spawn, not fork: the parent runs zarr's I/O thread, and forking a threaded
             # process can deadlock the child.
             self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_init,
                                             mp_context=multiprocessing.get_context("spawn"))
-        grouped = self.input_format == "pku-mmd"
-        # PKU-MMD: up to 64 segments of a video per submission, two per worker in flight.
+        grouped = hasattr(self.reader, "group_key")
+        # Grouped (PKU-MMD): up to 64 segments of a video per submission, two per worker in flight.
         depth = 2 * self.workers * 64 if grouped else 4 * self.workers
         if max_waiting is not None:
             depth = max(1, min(depth, max_waiting))

@@ -19,14 +19,13 @@ import warnings
 import numpy as np
 
 from ikem_data import __version__
-from ikem_data.formats import ntu
 from ikem_data.gendata.errors import GendataError
 from ikem_data.gendata.plan import fingerprint, sample_line
-from ikem_data.layouts import KINECT_V2_25, get_layout
+from ikem_data.formats.registry import get_format
+from ikem_data.layouts import get_layout
 from ikem_data.store import open_store, remove_path
 
 ID_FIELDS = ("setup", "camera", "subject", "replication")
-NUM_JOINTS = get_layout(KINECT_V2_25).num_joints  # every gendata input is Kinect v2 (attrs["layout"])
 #: Upper bound of the write buffer; a chunk larger than this is written alone.
 WRITE_BUFFER_BYTES = 256 << 20
 RAW_ARRAYS = ("xyz", "frames", "bodies", "label", "setup", "camera", "subject", "replication", "name")
@@ -34,17 +33,17 @@ _STOP_HINT = ("the store is resumable: fix or remove the file and rerun the same
               "or rerun with --on-error skip to record it and go on")
 
 
-def _sample_bytes(t_max, max_bodies):
-    return 3 * t_max * NUM_JOINTS * max_bodies * 4  # one sample of raw/xyz, float32
+def _sample_bytes(t_max, joints, max_bodies):
+    return 3 * t_max * joints * max_bodies * 4  # one sample of raw/xyz, float32
 
 
-def _create_arrays(store, n, t_max, max_bodies, chunk_size, name_width):
+def _create_arrays(store, n, t_max, joints, max_bodies, chunk_size, name_width):
     c = chunk_size
     # A chunk is written (and read) whole: with very long sequences it holds fewer samples,
     # so that one chunk stays within the write budget (one sample at the least).
-    xyz_chunk = max(1, min(c, WRITE_BUFFER_BYTES // _sample_bytes(t_max, max_bodies)))
-    store.create_array("raw/xyz", (n, 3, t_max, NUM_JOINTS, max_bodies), np.float32,
-                       chunks=(xyz_chunk, 3, t_max, NUM_JOINTS, max_bodies), overwrite=True)
+    xyz_chunk = max(1, min(c, WRITE_BUFFER_BYTES // _sample_bytes(t_max, joints, max_bodies)))
+    store.create_array("raw/xyz", (n, 3, t_max, joints, max_bodies), np.float32,
+                       chunks=(xyz_chunk, 3, t_max, joints, max_bodies), overwrite=True)
     big = max(c, 1024 // c * c)  # 1-D arrays: chunks that are a multiple of the sample chunk
     store.create_array("raw/frames", (n,), np.int32, chunks=(big,), overwrite=True)
     store.create_array("raw/bodies", (n,), np.int8, chunks=(big,), overwrite=True)
@@ -62,7 +61,7 @@ def _save_state(store, state):
 
 def _task(sample, params, frames_only):
     """The task of :func:`ikem_data.gendata.workers.load_sample` for one sample."""
-    return (sample.get("source", sample["path"]), params["input_format"], params["body_policy"],
+    return (sample.get("source", sample["path"]), get_format(params["input_format"]).reader, params["body_policy"],
             params["max_bodies"], frames_only)
 
 
@@ -113,8 +112,10 @@ def create_store(out, partial, job, t_max):
                  ignored=list(job["skipped"]), started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     store = open_store(partial, "w")
     try:
-        _create_arrays(store, len(samples), state["t_max"], params["max_bodies"], params["chunk_size"], name_width)
-        store.attrs["layout"] = KINECT_V2_25  # NTU, Kinect v2 and PKU-MMD: the same 25 joints
+        layout = get_layout(get_format(params["input_format"]).layout)  # the format's skeleton
+        _create_arrays(store, len(samples), state["t_max"], layout.num_joints, params["max_bodies"],
+                       params["chunk_size"], name_width)
+        store.attrs["layout"] = layout.name
         _save_state(store, state)
     finally:
         store.close()
@@ -141,10 +142,11 @@ def write_pass(store, state, samples, params, parsers, progress, write_chunks, s
         return state
     arrays = {name: store[f"raw/{name}"] for name in RAW_ARRAYS}
     chunk = int(arrays["xyz"].chunks[0])  # chunk_size, or fewer for very long sequences
-    sample_bytes = _sample_bytes(t_max, m)
+    joints = int(arrays["xyz"].shape[3])  # V of the store's layout
+    sample_bytes = _sample_bytes(t_max, joints, m)
     # A multiple of the chunk (writes stay chunk-aligned), within the byte budget.
     block = chunk * max(1, min(int(write_chunks), WRITE_BUFFER_BYTES // (chunk * sample_bytes)))
-    buf = np.zeros((block, 3, t_max, NUM_JOINTS, m), dtype=np.float32)
+    buf = np.zeros((block, 3, t_max, joints, m), dtype=np.float32)
     meta = {name: [] for name in RAW_ARRAYS if name != "xyz"}
     pending_failed = []
     chunks_done = 0
@@ -261,23 +263,12 @@ def finish_store(store, state, samples, params, skipped, notes=()):
     state["t_max"] = t_stored
     names = store.names()
     notes = list(notes)
-    if params["input_format"] == "ntu":
-        splits = ntu.benchmark_splits([ntu.parse_name(name) for name in names], params["dataset"])
-    elif params["input_format"] in ("pyskl", "pku-mmd"):
+    store_splits = getattr(get_format(params["input_format"]).module(), "store_splits", None)
+    if store_splits is None:  # each sample's benchmark/part memberships
         splits = _membership_splits(names, samples)
     else:
-        by_name = {s["name"]: s["split"] for s in samples}
-        splits = {}
-        if any(by_name[name] is not None for name in names):
-            parts = {"train": [], "val": []}
-            for index, name in enumerate(names):
-                if by_name[name] is not None:
-                    parts[by_name[name]].append(index)
-            splits["custom"] = {part: np.asarray(v, dtype=np.int64) for part, v in parts.items()}
-        else:
-            notes.append(f"the labels table {params['labels']} has no split column, so the store has no "
-                         f"benchmark (splits/) and training needs one: add a split column (train or val on "
-                         f"every row) and rerun gendata with --overwrite")
+        splits, own_notes = store_splits(names, samples, params)
+        notes += own_notes
     if "splits" in store:  # an earlier, interrupted attempt
         del store.root["splits"]
     for benchmark, parts in splits.items():
