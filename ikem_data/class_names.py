@@ -55,8 +55,27 @@ NTU_ACTIONS = (
     "finger-guessing game (playing rock-paper-scissors)",
 )
 
+#: NW-UCLA's ten actions (Wang et al., CVPR 2014, §6), by label (file codes a01-a06, a08,
+#: a09, a11, a12).
+NWUCLA_ACTIONS = ("pick up with one hand", "pick up with two hands", "drop trash", "walk around", "sit down",
+                  "stand up", "donning", "doffing", "throw", "carry")
+#: UTD-MHAD's 27 actions (Chen et al., ICIP 2015, Table 1), by label (file code aA: label A - 1).
+UTD_ACTIONS = (
+    "right arm swipe to the left", "right arm swipe to the right", "right hand wave", "two hand front clap",
+    "right arm throw", "cross arms in the chest", "basketball shoot", "right hand draw x",
+    "right hand draw circle (clockwise)", "right hand draw circle (counter clockwise)", "draw triangle",
+    "bowling (right hand)", "front boxing", "baseball swing from right", "tennis right hand forehand swing",
+    "arm curl (two arms)", "tennis serve", "two hand push", "right hand knock on door",
+    "right hand catch an object", "right hand pick up and throw", "jogging in place", "walking in place",
+    "sit to stand", "stand to sit", "forward lunge (left foot forward)", "squat (two arms stretch out)",
+)
+#: MSRC-12's twelve gestures as its .tagstream files name them (G1..G12), by label.
+MSRC12_GESTURES = ("lift outstretched arms", "duck", "push right", "goggles", "wind it up", "shoot", "bow",
+                   "throw", "had enough", "change weapon", "beat both", "kick")
+
 #: Dataset name (as ``attrs["gendata"]["dataset"]`` records it) -> class names by label.
-DATASET_CLASSES = {"ntu60": NTU_ACTIONS[:60], "ntu120": NTU_ACTIONS}
+DATASET_CLASSES = {"ntu60": NTU_ACTIONS[:60], "ntu120": NTU_ACTIONS, "nwucla": NWUCLA_ACTIONS,
+                   "utd-mhad": UTD_ACTIONS, "msrc12": MSRC12_GESTURES}
 
 
 def demo_class_names() -> tuple:
@@ -70,7 +89,8 @@ def dataset_class_names(dataset) -> tuple | None:
     """Class names (by 0-based label) of a dataset ikem knows, else None.
 
     Args:
-        dataset: ``"ntu60"`` (60 names), ``"ntu120"`` (120) or anything else (None).
+        dataset: a key of :data:`DATASET_CLASSES` (``"ntu60"``, ``"ntu120"``, ``"nwucla"``,
+            ``"utd-mhad"``, ``"msrc12"``) or anything else (None).
     """
     return DATASET_CLASSES.get(dataset)
 
@@ -112,7 +132,7 @@ def names_from_samples(sample_names, labels) -> tuple | None:
 def store_class_names(store, num_class=None) -> list[str]:
     """Class names of an open store's labels, ``names[c]`` for label c.
 
-    The dataset the store records (``attrs["gendata"]["dataset"]``: ntu60, ntu120) decides;
+    The dataset the store records (``attrs["gendata"]["dataset"]``, :data:`DATASET_CLASSES`) decides;
     otherwise the sample names and labels (:func:`names_from_samples`); otherwise
     ``"class c"``. The list has at least ``num_class`` entries and covers every label in
     ``raw/label`` (labels beyond a known table are named ``"class c"``).

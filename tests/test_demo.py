@@ -53,3 +53,49 @@ def test_demo_never_overwrites_an_earlier_demo(tmp_path):
     result = CliRunner().invoke(ikem_train, ["demo", "--out", str(tmp_path)])
     assert result.exit_code != 0
     assert "earlier demo" in result.output and "Traceback" not in result.output
+
+
+def test_the_demo_protocol_runs_on_a_store_of_kinect_v1_skeletons(tmp_path):
+    """The same rows on a real UTD-MHAD subset (20-joint Kinect v1): subject 1 trains, 2 validates."""
+    import shutil
+
+    import pytest
+
+    from conftest import SHARED_DATA
+    from ikem_data.gendata.run import gendata
+    from ikem_data.modalities.stage import build_modalities
+
+    utd = SHARED_DATA / "utd_mhad_skeleton"
+    if not utd.is_dir():
+        pytest.skip(f"real data not found in {utd}")
+    raw = tmp_path / "Skeleton"
+    raw.mkdir()
+    for action in range(1, 5):
+        for subject in (1, 2):
+            for trial in (1, 2, 3):
+                shutil.copy(utd / f"a{action}_s{subject}_t{trial}_skeleton.mat", raw)
+    store = tmp_path / "utd.zarr"
+    gendata(str(raw), str(store), input_format="utd-mhad", workers=1, progress=False, log=lambda m: None)
+    build_modalities(str(store), progress=False)
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(ikem_train, ["demo", "--store", str(store), "--benchmark", "utd-xsub", "--out", str(out),
+                                             "--device", "cpu", *SHORT, "--set", "data.batch_size=4",
+                                             "--set", "model.queue_size=8", "--set", "distill.queue_size=8"])
+    assert result.exit_code == 0, result.output
+    assert "SMOKE RUN" not in result.output and "utd-xsub" in result.output
+    assert "chance: 25.0 %" in result.output and "class-balanced" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert not summary["bundled"] and summary["benchmark"] == "utd-xsub" and summary["config"].endswith("small_data.yaml")
+    assert set(summary["rows"]) == {row for row, *_ in ROWS} and set(summary["margins"]) == {"teacher", "student",
+                                                                                             "skeletonclr"}
+    assert "right arm swipe to the left" in summary["per_class"]["student"]
+    single = json.loads((out / "runs" / "seed0" / "linear-skeletonclr" / "results.json").read_text())
+    assert single["modalities"] == ["joint"] and single["val_samples"] == 12
+    assert (out / "runs" / "seed0" / "skeletonclr" / "last.pt").is_file() and not (out / "demo.zarr").exists()
+
+
+def test_the_demo_protocol_refuses_a_store_without_its_benchmark(tmp_path):
+    result = CliRunner().invoke(ikem_train, ["demo", "--store", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "--store needs --benchmark" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(ikem_train, ["demo", "--benchmark", "nwucla-xview", "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "--benchmark needs --store" in result.output

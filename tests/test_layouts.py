@@ -98,7 +98,7 @@ def test_the_table_drives_the_preprocessing(monkeypatch):
 def test_a_bad_table_or_an_unknown_layout_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="must list joints 0..24 in order"):
         dataclasses.replace(KV2, axis_pairs=KV2.axis_pairs[::-1].copy()).check()
-    with pytest.raises(ValueError, match="layout 'nw_ucla_20' is not supported; ikem has tables for: kinect_v2_25"):
+    with pytest.raises(ValueError, match="layout 'nw_ucla_20' is not supported; ikem has tables for: kinect_v2_25, kinect_v1_20"):
         get_layout("nw_ucla_20")
     path = tmp_path / "s.zarr"
     with open_store(path, "w") as store:

@@ -203,8 +203,9 @@ def plan_samples(raw, dataset=None, ignored=frozenset()):
         line, for messages), ``label`` (0-based), ``ids`` (camera from the view, others
         -1), ``split``, ``extra`` (``start:end``), ``source`` (the task of
         :func:`load_segment`)), ``skipped``, ``failed`` (dicts ``file``, ``reason``: bad
-        label rows, videos without labels or outside a split, split entries without a
-        video) and ``split_files``.
+        label rows, videos without labels or outside a split), ``split_files`` and ``notes``
+        (the videos the split files list that the folder lacks: a partial copy is
+        usable, and says so).
 
     Raises:
         PkuError, FileNotFoundError: a missing folder or split file, a malformed split file.
@@ -219,17 +220,20 @@ def plan_samples(raw, dataset=None, ignored=frozenset()):
         raise PkuError(f"--dataset must be pku1 or pku2 for PKU-MMD input, not {dataset!r}")
     videos = list_videos(raw / "skeleton")
     names = {p.stem for p in videos}
-    membership, failed, split_files = {}, [], []
+    membership, failed, split_files, absent = {}, [], [], set()
     for benchmark in ("xsub", "xview"):
         path = _split_path(raw, dataset, benchmark)
         split_files.append(path.name)
         for part, listed, line in zip(("train", "val"), read_split_file(path), (2, 4)):
             for video in listed:
-                if video not in names:
-                    where = f"{path}:{line}"
-                    failed.append(dict(file=f"{where} ({video})", reason=f"{where}: video {video} has no skeleton "
-                                                                         f"file {raw / 'skeleton' / video}.txt"))
+                if video not in names:  # a partial copy: the split files list every video of the phase
+                    absent.add(video)
                 membership.setdefault(video, {})[f"{dataset}-{benchmark}"] = part
+    notes = []
+    if absent:
+        first = ", ".join(sorted(absent)[:3])
+        notes.append(f"{len(absent)} videos that {' and '.join(split_files)} list have no skeleton file in "
+                     f"{raw / 'skeleton'} and are not in the store (a partial copy of PKU-MMD?), e.g. {first}")
     samples, skipped = [], []
     for skeleton in videos:
         video = skeleton.stem
@@ -259,7 +263,7 @@ def plan_samples(raw, dataset=None, ignored=frozenset()):
                 samples.append(dict(name=name, path=where, label=label - 1, split=split,
                                     ids=(-1, camera, -1, -1), extra=f"{start}:{end}",
                                     source=(where, str(skeleton), start, end)))
-    return dict(dataset=dataset, samples=samples, skipped=skipped, failed=failed, split_files=split_files,
+    return dict(dataset=dataset, samples=samples, skipped=skipped, failed=failed, split_files=split_files, notes=notes,
                 params=dict(split_files=split_files, segment_frames=SEGMENT_FRAMES))
 
 

@@ -1,0 +1,27 @@
+"""The study's table from results.jsonl: per row, mean ± std over seeds (population std, as the demo).
+
+    python studies/pretraining_learns/summarize.py [results.jsonl]
+"""
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("results.jsonl")
+rows = defaultdict(list)
+for line in path.read_text().splitlines():
+    if line.strip():
+        record = json.loads(line)
+        rows[record["name"]].append(record)
+print(f"{'row':<22}{'seeds':>6}{'linear':>16}{'KNN (k=1)':>16}{'pretrain s':>12}  loss first -> last epoch")
+for name, records in rows.items():
+    lin = 100 * np.array([r["linear_final_top1"] for r in records])
+    knn = 100 * np.array([r["knn_top1"] for r in records])
+    secs = np.mean([r["pretrain_seconds"] for r in records])
+    losses = [r["loss_per_epoch"] for r in records if r["loss_per_epoch"]]
+    trend = "; ".join(f"{l[0]} -> {l[-1]} (min {min(l)})" for l in losses) or "-"
+    print(f"{name:<22}{len(records):>6}{lin.mean():>9.1f} ± {lin.std():4.1f}{knn.mean():>9.1f} ± {knn.std():4.1f}"
+          f"{secs:>12.0f}  {trend}")
