@@ -38,8 +38,9 @@ _DATASETS = sorted({d for fmt in FORMATS.values() for d in fmt.datasets})
               help="NTU files: listed: the first two bodies in each frame's listing order (the reference; "
                    "reproduces published pipelines). tracked: slots follow body IDs across frames and the two bodies "
                    "with the most motion are kept. (Other formats keep the bodies they come with.)")
-@click.option("--max-bodies", type=click.IntRange(1, 4), default=2, show_default=True,
-              help="Body slots M in raw/xyz.")
+@click.option("--max-bodies", type=click.IntRange(1, 4), default=None,
+              help="Body slots M in raw/xyz. Default: 2; 1 for the one-person datasets (nwucla, utd-mhad, msrc12), "
+                   "whose second slot would only be zeros that the encoders process for nothing.")
 @click.option("--ignore-list", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Text file of sample names (one per line) to leave out. Default for NTU files: the official "
                    "missing-skeleton list of the dataset (302 NTU-60 / 535 NTU-120 names, packaged); none for the "

@@ -85,6 +85,7 @@ def test_nwucla_against_the_json_files(nwucla):
     split = cols["splits"]["nwucla-xview"]
     assert split["train"] == [i for i, r in enumerate(ref) if r["view"] in (1, 2)] and len(split["val"]) == 464
     assert cols["layout"] == KINECT_V1_20 and state["params"]["body_policy"] == "as-recorded"
+    assert state["params"]["max_bodies"] == 1  # one person: no slot of zeros for the encoders
     longest = int(np.argmax(cols["frames"]))
     for index in (0, longest, cols["name"].index("a02_s09_e04_v02"), 777):
         t = len(ref[index]["skel"])

@@ -54,6 +54,8 @@ class InputFormat:
         options: the optional ``plan_samples`` keywords it takes (``"labels"``).
         in_process: parse in this process (the input is in memory already: pyskl).
         unit: what one input is called in the log (``files`` or ``samples``).
+        max_bodies: the default body slots M of its stores (1 for one-person datasets:
+            a second slot would be zeros the encoders process for nothing).
     """
 
     name: str
@@ -66,6 +68,7 @@ class InputFormat:
     options: tuple = ()
     in_process: bool = False
     unit: str = "samples"
+    max_bodies: int = 2
 
     def module(self):
         """The reader module (imported on first use)."""
@@ -105,10 +108,10 @@ for _fmt in (
                 ("pku1-xsub", "pku1-xview", "pku2-xsub", "pku2-xview"),
                 "the PKU-MMD folder", bodies="as-recorded"),
     InputFormat("nwucla", "ikem_data.formats.nwucla", KINECT_V1_20, ("nwucla",), ("nwucla-xview",),
-                "the NW-UCLA all_sqe folder of .json files", bodies="as-recorded", unit="files"),
+                "the NW-UCLA all_sqe folder of .json files", bodies="as-recorded", unit="files", max_bodies=1),
     InputFormat("utd-mhad", "ikem_data.formats.utd_mhad", KINECT_V1_20, ("utd-mhad",), ("utd-xsub",),
-                "the UTD-MHAD Skeleton folder of .mat files", bodies="as-recorded", unit="files"),
+                "the UTD-MHAD Skeleton folder of .mat files", bodies="as-recorded", unit="files", max_bodies=1),
     InputFormat("msrc12", "ikem_data.formats.msrc12", KINECT_V1_20, ("msrc12",), ("msrc12-xsub",),
-                "the MSRC-12 folder of .csv and .tagstream files", bodies="as-recorded"),
+                "the MSRC-12 folder of .csv and .tagstream files", bodies="as-recorded", max_bodies=1),
 ):
     register(_fmt)

@@ -42,7 +42,7 @@ def fingerprint(samples):
     return digest.hexdigest()[:16]
 
 
-def plan(raw=None, *, input_format="ntu", dataset=None, labels=None, body_policy="listed", max_bodies=2,
+def plan(raw=None, *, input_format="ntu", dataset=None, labels=None, body_policy="listed", max_bodies=None,
          ignore_list=None, on_error="stop", chunk_size=16):
     """Resolve the inputs and the parameters that identify a store.
 
@@ -74,6 +74,8 @@ def plan(raw=None, *, input_format="ntu", dataset=None, labels=None, body_policy
         raise GendataError(f"--on-error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
     if body_policy not in ("listed", "tracked"):
         raise GendataError(f"--bodies must be listed or tracked, not {body_policy!r}")
+    if max_bodies is None:
+        max_bodies = fmt.max_bodies
     if int(chunk_size) < 1 or int(max_bodies) < 1:
         raise GendataError("chunk size and max bodies must be positive")
     if raw is None and "labels" not in fmt.options:

@@ -87,7 +87,7 @@ __all__ = ["GendataError", "INPUT_FORMATS", "ON_ERROR", "gendata", "load_sample"
 
 
 def gendata(raw=None, out=None, *, input_format="ntu", dataset=None, labels=None, body_policy="listed",
-            max_bodies=2, ignore_list=None, on_error="stop", chunk_size=16, workers=None, overwrite=False,
+            max_bodies=None, ignore_list=None, on_error="stop", chunk_size=16, workers=None, overwrite=False,
             progress=True, write_chunks=4, stop_after_chunks=None, log=print):
     """Build (or continue) the ``raw/`` part of a store from raw files.
 
@@ -105,7 +105,8 @@ def gendata(raw=None, out=None, *, input_format="ntu", dataset=None, labels=None
         labels: ``file,label[,split]`` CSV for Kinect input (label 0-based).
         body_policy: ``"listed"`` (reference) or ``"tracked"`` (see ``ikem_data.formats.skeleton``);
             NTU files only (pyskl and PKU-MMD inputs come with their bodies chosen).
-        max_bodies: slots M.
+        max_bodies: slots M; None: the format's default (2; 1 for the one-person datasets
+            NW-UCLA, UTD-MHAD, MSRC-12).
         ignore_list: text file of sample names to leave out; default: the official
             missing-skeleton list of the dataset (packaged) for NTU files, none otherwise
             (PKU-MMD: video or ``<video>_<k>`` names).

@@ -1,4 +1,6 @@
-"""The study's table from results.jsonl: per row, mean ± std over seeds (population std, as the demo).
+"""The study's table from results.jsonl: per row, mean ± std over seeds (population std, as the demo),
+and how far each pretrained row lies above its random-init row (``<dataset>-<store>-random``) in
+units of the larger std.
 
     python studies/pretraining_learns/summarize.py [results.jsonl]
 """
@@ -25,3 +27,16 @@ for name, records in rows.items():
     trend = "; ".join(f"{l[0]} -> {l[-1]} (min {min(l)})" for l in losses) or "-"
     print(f"{name:<22}{len(records):>6}{lin.mean():>9.1f} ± {lin.std():4.1f}{knn.mean():>9.1f} ± {knn.std():4.1f}"
           f"{secs:>12.0f}  {trend}")
+
+print("margin over random init, in units of the larger std (linear / KNN):")
+for name, records in rows.items():
+    base = "-".join(name.split("-")[:2]) + "-random"
+    if name == base or base not in rows:
+        continue
+    cells = []
+    for key in ("linear_final_top1", "knn_top1"):
+        ours = np.array([r[key] for r in records])
+        theirs = np.array([r[key] for r in rows[base]])
+        spread = max(ours.std(), theirs.std())
+        cells.append(f"{(ours.mean() - theirs.mean()) / spread:+.1f}" if spread > 0 else "n/a")
+    print(f"  {name:<26} {cells[0]} / {cells[1]}  ({len(records)} vs {len(rows[base])} seeds)")
