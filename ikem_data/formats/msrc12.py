@@ -27,6 +27,7 @@ persons val.
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -177,8 +178,6 @@ def instance_windows(times, action_usec):
 
 
 def _sequence(path):
-    import os
-
     info = os.stat(path)
     key = (str(path), info.st_size, info.st_mtime_ns)
     if _LAST[0] != key:
