@@ -44,8 +44,8 @@ TAG_RE = re.compile(r"(\d+);G(\d+)\b.*")
 WINDOW_RULE = ("instance k: frames after the midpoint of action points k-1 and k, up to the midpoint of "
                "action points k and k+1 (first: from the first tracked frame; last: to the end); "
                "ticks to usec as load_tagstream.m")
-#: This process's last sequence: ((path, size, mtime), (times, joints)), so a worker that
-#: gets all instances of one sequence parses its CSV once.
+#: This process's last sequence: (file identities, (joints, action points, windows)), so a
+#: worker that gets all instances of one sequence parses its CSV and tagstream once.
 _LAST = [None, None]
 
 
@@ -177,11 +177,14 @@ def instance_windows(times, action_usec):
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _sequence(path):
-    info = os.stat(path)
-    key = (str(path), info.st_size, info.st_mtime_ns)
+def _sequence(csv_path, tags):
+    """(joints, points, windows) of one sequence, parsed once per process for all its instances."""
+    key = tuple((str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in (csv_path, tags))
     if _LAST[0] != key:
-        _LAST[0], _LAST[1] = None, read_sequence(path)
+        _LAST[0] = None
+        times, joints = read_sequence(csv_path)
+        points = read_tagstream(tags)
+        _LAST[1] = (joints, points, instance_windows(times, [usec for _, usec, _ in points]))
         _LAST[0] = key
     return _LAST[1]
 
@@ -195,9 +198,8 @@ def load_sample(source, max_bodies, frames_only=False, body_policy="listed"):
             an instance without frames (its action points lie outside the tracked frames).
     """
     csv_path, tags, k = source
-    times, joints = _sequence(csv_path)
-    points = read_tagstream(tags)
-    start, end = instance_windows(times, [usec for _, usec, _ in points])[k - 1]
+    joints, points, windows = _sequence(csv_path, tags)
+    start, end = windows[k - 1]
     if end <= start:
         raise InputFileError(f"{tags}:{points[k - 1][0]}: action point {k} has no tracked frames in its window "
                              f"of {csv_path}")
