@@ -13,6 +13,14 @@ Sections (``--sections``, comma-separated; the default is every CPU section):
   copies of numpy arrays (``torch.as_tensor(array, device=...)``; blocking copies on CUDA).
 - ``gloo``: samples/s of ``ikem-train pretrain`` on 1 and 2 CPU processes (gloo, DDP),
   through the training loop; 1 process gets all the cores' threads, 2 processes one each.
+- ``stacked``: samples/s of one training step (forward, backward, SGD) of the six-modality
+  teacher (phase 2), the three-modality student and one modality, with the encoders run one
+  by one (``model.stacked_encoders=false``, the reference's style) and as one stacked pass
+  (``true``), at the same batch; beside them the FLOPs of a step (torch's FlopCounterMode)
+  and the rate they imply against this machine's dense-convolution GFLOP/s: a step near
+  that ceiling is compute-bound, and no reordering of launches can make it much faster.
+- ``kernels``: ms per call of torch's ``nn.Dropout`` against ikem's ``Dropout`` on an
+  activation of the first blocks (64, 16, 50, 25).
 - ``loop``: samples/s and peak GPU memory through the training loop (``jobs.pretrain`` /
   ``jobs.distill``, DataLoader included) for ``--loop`` models, with and without
   ``torch.compile`` (``--compile off,on``): what bench/gpu_check.sh runs on a GPU.
@@ -20,6 +28,7 @@ Sections (``--sections``, comma-separated; the default is every CPU section):
     python bench/bench_train.py                          # CPU: loading, training, syncs, gloo
     python bench/bench_train.py --modalities all         # the six-modality teacher
     python bench/bench_train.py --sections syncs         # host syncs per step only
+    python bench/bench_train.py --sections stacked,kernels   # stacked vs one by one, dropout
     bench/gpu_check.sh                                   # one GPU, paper batch and queue
 
 To count the syncs of another version of ikem, put its source first on PYTHONPATH:
@@ -37,11 +46,11 @@ from pathlib import Path
 
 import torch
 
-from ikem_data.names import resolve_modalities
+from ikem_data.names import MODALITIES, resolve_modalities
 from ikem_train import jobs
 from ikem_train.data.datasets import PretrainDataset, make_loader, write_synthetic_store
 from ikem_train.training.loop import resolve_device
-from ikem_train.methods.model import PretrainModel
+from ikem_train.methods.model import DistillModel, PretrainModel
 
 BENCH = "ntu60-xsub"
 TINY = ["model.hidden_channels=4", "model.hidden_dim=16", "model.feature_dim=8", "model.queue_size=16",
@@ -88,6 +97,98 @@ def training_rate(store, batch, modalities, device, steps):
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * batch / (time.perf_counter() - t0)
+
+
+# -- stacked encoders against one by one ---------------------------------------------------------
+
+
+def _teacher_state(batch):
+    teacher = PretrainModel(list(MODALITIES), queue_size=batch * 16)
+    return teacher.state_dict(), {"modalities": list(MODALITIES)}
+
+
+def step_rate(make_model, views, device, steps):
+    """(samples/s, GFLOP per sample) of ``steps`` optimisation steps of ``make_model()`` after one warm-up."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = make_model().to(device)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    amp = device.type == "cuda"
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = model(*views, epoch=1)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()  # warm-up, counted
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    batch = views[0].shape[0]
+    return steps * batch / (time.perf_counter() - t0), counter.get_total_flops() / batch / 1e9
+
+
+def dense_conv_gflops(device):
+    """GFLOP/s of the encoder's largest convolution (256 -> 256, 9x1, 13 x 25, batch 64) on ``device``."""
+    x = torch.randn(64, 256, 13, 25, device=device)
+    w = torch.randn(256, 256, 9, 1, device=device)
+    torch.nn.functional.conv2d(x, w, padding=(4, 0))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(5):
+        torch.nn.functional.conv2d(x, w, padding=(4, 0))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 5 * 2 * x.numel() * 256 * 9 / (time.perf_counter() - t0) / 1e9
+
+
+def stacked_rates(batch, persons, device, steps):
+    """Rows (name, one-by-one samples/s, stacked samples/s, GFLOP/sample) for teacher, student, joint."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, 50, 25, persons, generator=g).to(device)
+    views = (x, 1.1 * x, torch.full((batch,), 50.0, device=device))
+    state, config = _teacher_state(batch)
+    models = {
+        "teacher (6, phase 2)": lambda stacked: PretrainModel(list(MODALITIES), queue_size=batch * 16, cross_epoch=0,
+                                                            stacked_encoders=stacked),
+        "student (3 + teacher)": lambda stacked: DistillModel(state, config, queue_size=batch * 16,
+                                                             stacked_encoders=stacked),
+        "joint (1)": lambda stacked: PretrainModel(["joint"], queue_size=batch * 16, stacked_encoders=stacked),
+    }
+    rows = []
+    for name, make in models.items():
+        alone, flops = step_rate(lambda: make(False), views, device, steps)
+        stacked, _ = step_rate(lambda: make(True), views, device, steps)
+        rows.append((name, alone, stacked, flops))
+    return rows
+
+
+def dropout_ms(device):
+    """(nn.Dropout ms, ikem Dropout ms) per call on a (64, 16, 50, 25) activation."""
+    from ikem_train.nets.stgcn import Dropout
+
+    x = torch.randn(64, 16, 50, 25, device=device)
+    out = []
+    for layer in (torch.nn.Dropout(0.5, inplace=True), Dropout(0.5)):
+        layer(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(20):
+            layer(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        out.append((time.perf_counter() - t0) / 20 * 1e3)
+    return tuple(out)
 
 
 # -- host syncs ------------------------------------------------------------------------------
@@ -212,6 +313,7 @@ def main():
     parser.add_argument("--workers", default="0,2", help="DataLoader worker counts to measure")
     parser.add_argument("--modalities", default="joint", help="training and gloo sections")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--persons", type=int, default=1, help="stacked section: body slots M of the input")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps")
     parser.add_argument("--loop", default="teacher-phase1,teacher-phase2,student", help="models of the loop section")
     parser.add_argument("--loop-steps", type=int, default=20, help="steps per epoch in the loop section")
@@ -239,6 +341,19 @@ def main():
                 best = max(loads.values())
                 verdict = "loading keeps up" if best >= 10 * train else "LOADING LIMITS the run"
                 print(f"loading / training = {best / train:.1f}x (target >= 10x): {verdict}")
+        if "stacked" in sections:
+            peak = dense_conv_gflops(device)
+            print(f"one training step, batch {args.batch}, {args.persons} body slot(s), {args.steps} timed steps; "
+                  f"dense 9x1 convolution on this device: {peak:.0f} GFLOP/s")
+            print(f"  {'model':22s} {'one by one':>12s} {'stacked':>12s} {'speed-up':>9s} {'GFLOP/sample':>13s} "
+                  f"{'ceiling':>13s}")
+            for name, alone, stacked, flops in stacked_rates(args.batch, args.persons, device, args.steps):
+                print(f"  {name:22s} {alone:8.1f} /s   {stacked:8.1f} /s   {stacked / alone:7.2f}x {flops:13.2f} "
+                      f"{peak / flops:9.1f} /s", flush=True)
+        if "kernels" in sections:
+            torch_ms, ours_ms = dropout_ms(device)
+            print(f"dropout on (64, 16, 50, 25): torch nn.Dropout {torch_ms:.1f} ms, ikem Dropout {ours_ms:.1f} ms "
+                  f"({torch_ms / ours_ms:.1f}x)")
         if "syncs" in sections:
             print("host syncs per training step (CPU count; each a wait for the GPU on CUDA):")
             for name, (reads, copies) in host_syncs(store).items():

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # One-GPU check of the training loop at the paper's settings (batch 128, queue 32768):
+# samples/s of one step with the encoders one by one and stacked (issue 20), then
 # samples/s of the six-modality teacher in phase 1 and phase 2 and of the student
 # (distillation), through the real loop (DataLoader workers, bf16 autocast, no host sync
 # in the step), the DataLoader's own samples/s beside them, and the peak GPU memory of
@@ -26,6 +27,9 @@ COMMON=(bench/bench_train.py --device cuda --batch 128 --queue 32768 --samples 2
 
 echo "== DataLoader alone (batch 128, two augmented views) =="
 timeout 60 "$PY" "${COMMON[@]}" --sections loading --workers 4,8
+
+echo "== one step, encoders one by one vs stacked (model.stacked_encoders), batch 128, 2 body slots =="
+timeout 150 "$PY" bench/bench_train.py --device cuda --batch 128 --persons 2 --steps 10 --sections stacked,kernels
 
 echo "== training loop, eager =="
 timeout 150 "$PY" "${COMMON[@]}" --sections loop --workers 8 --compile off

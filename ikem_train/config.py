@@ -58,6 +58,17 @@ class DataConfig:
     num_class: Optional[int] = Field(None, gt=0)  # None: the largest label in the store's splits + 1
 
 
+#: ``model`` / ``distill`` keys that change how a model computes, not what: a run may resume
+#: (and a checkpoint be read) with another value.
+EXECUTION_KEYS = frozenset({"stacked_encoders"})
+
+
+def _stacked(value):
+    if value is True or value is False or value == "auto":  # 1 == True, so a Literal alone takes 1
+        return value
+    raise ValueError(f"stacked_encoders must be auto, true or false, not {value!r}")
+
+
 @dataclass(config=_STRICT)
 class ModelConfig:
     """Keyword arguments of ``ikem_train.methods.model.PretrainModel``, named exactly as it takes them."""
@@ -82,8 +93,10 @@ class ModelConfig:
     true_timeline: bool = True
     graph_partition: str = GRAPH_PARTITIONS[0]
     layout: Optional[str] = None  # skeleton layout; None: the store's (jobs record the name they used)
+    stacked_encoders: Literal["auto", True, False] = "auto"  # one batched pass for all modalities (auto: on CUDA)
 
     _check_modalities = field_validator("modalities", mode="before")(_modalities)
+    _check_stacked = field_validator("stacked_encoders", mode="before")(_stacked)
     _check_graph = field_validator("graph_partition")(check_partition)
 
     @field_validator("layout")
@@ -111,8 +124,10 @@ class DistillConfig:
     temperature: float = Field(0.07, gt=0)
     topk: int = Field(1, gt=0)
     context: bool = True
+    stacked_encoders: Literal["auto", True, False] = "auto"  # teacher, students: one batched pass each (auto: on CUDA)
 
     _check_modalities = field_validator("student_modalities", mode="before")(_modalities)
+    _check_stacked = field_validator("stacked_encoders", mode="before")(_stacked)
 
 
 @dataclass(config=_STRICT)

@@ -32,13 +32,17 @@ def momentum_update(key, query, momentum):
     """``θ_k ← m·θ_k + (1 − m)·θ_q`` for every parameter pair (buffers are untouched).
 
     Args:
-        key, query: modules of identical structure.
+        key, query: modules of identical structure, or two equally long sequences of
+            such modules (all pairs updated in the same two fused launches).
         momentum: m in [0, 1].
     """
-    k_params = list(key.parameters())
-    q_params = [q.detach() for q in query.parameters()]
+    keys, queries = ([key], [query]) if isinstance(key, torch.nn.Module) else (key, query)
+    k_params = [p for module in keys for p in module.parameters()]
+    q_params = [p.detach() for module in queries for p in module.parameters()]
     if len(k_params) != len(q_params):
         raise ValueError(f"key and query modules differ: {len(k_params)} vs {len(q_params)} parameters")
+    if not k_params:
+        return
     torch._foreach_mul_(k_params, momentum)  # one fused launch per op instead of one per tensor
     torch._foreach_add_(k_params, q_params, alpha=1.0 - momentum)
 

@@ -21,6 +21,7 @@ from ikem_train.nets.graph import GRAPH_PARTITIONS
 from ikem_train.methods.ikem import IKEMHead, concat_keys, concat_queues, ikem_loss
 from ikem_train.data.device_modalities import compute_modalities
 from ikem_train.methods.moco import check_queue_size, enqueue, info_nce, momentum_update, no_autocast, random_queue
+from ikem_train.nets.stacked import stacked_forward
 from ikem_train.nets.stgcn import STGCN, init_weights, stgcn_kwargs
 
 
@@ -48,6 +49,34 @@ class Encoder(nn.Module):
     def forward(self, x):
         h = self.backbone(x)
         return self.head(h), h
+
+
+def run_encoders(encoders, inputs, stacked):
+    """``[encoders[g](inputs[g]) for g]``, as one batched pass where that pays (issue 20).
+
+    Args:
+        encoders: :class:`Encoder` modules of one shape; inputs: matching (N, C, T, V, M).
+        stacked: True: through :func:`ikem_train.nets.stacked.stacked_forward` (one grouped
+            convolution per layer); False: one after another, as the reference; ``"auto"``:
+            stacked on CUDA (a launch per layer instead of one per encoder and layer), one
+            by one on a CPU, where grouped convolutions and the concatenations measured slower
+            (bench/bench_train.py --sections stacked). Same results either way (to float
+            rounding; dropout masks are drawn in another order).
+
+    Returns:
+        list of ``(z, h)`` pairs, ``z`` (N, out_dim), ``h`` (N, hidden_dim).
+    """
+    if stacked == "auto":
+        stacked = inputs[0].device.type == "cuda"
+    if stacked and len(encoders) > 1:
+        return stacked_forward(encoders, inputs)
+    return [encoder(x) for encoder, x in zip(encoders, inputs)]
+
+
+def _check_stacked(value):
+    if value not in ("auto", True, False):
+        raise ValueError(f"stacked_encoders must be 'auto', true or false, not {value!r}")
+    return value
 
 
 def _check_sizes(queue_size, topk):
@@ -135,6 +164,10 @@ class PretrainModel(QueueModel):
             reference's) or ``"full"`` (METHOD.md §5, §11 item 20).
         layout: skeleton layout name (:mod:`ikem_data.layouts`; None: Kinect v2): the
             joints of the modalities and of the graph.
+        stacked_encoders: run the query encoders (and the key encoders) of all modalities
+            as one batched pass (True), one after another as the reference does (False), or
+            ``"auto"`` (stacked on CUDA only; see :func:`run_encoders`). The parameters and
+            the state dict are the same either way.
 
     State dict: ``query.<m>.backbone.*``, ``query.<m>.head.*``, ``key.<m>.*``,
     ``ikem_head.<m>.*``, buffers ``queue_<m>`` (D, K) and ``queue_ptr`` (1,).
@@ -147,9 +180,11 @@ class PretrainModel(QueueModel):
                  feature_dim=128, mlp=True, queue_size=32768, momentum=0.999, temperature=0.07,
                  cross_epoch=150, topk=1, context=True, ikem=True,
                  cross_phase_frozen_keys=("joint", "bone", "rotation_axis"), key_init="copy",
-                 bone_pairs="ikem", true_timeline=True, graph_partition=GRAPH_PARTITIONS[0], layout=None):
+                 bone_pairs="ikem", true_timeline=True, graph_partition=GRAPH_PARTITIONS[0], layout=None,
+                 stacked_encoders="auto"):
         super().__init__()
         self.modalities = resolve_modalities(modalities)
+        self.stacked_encoders = _check_stacked(stacked_encoders)
         self.layout = get_layout(layout)
         if key_init not in ("copy", "reinit"):
             raise ValueError(f"key_init must be 'copy' or 'reinit', not {key_init!r}")
@@ -221,16 +256,16 @@ class PretrainModel(QueueModel):
         x1 = compute_modalities(view1, frames, self.modalities, self.bone_pairs, self.true_timeline, self.layout)
         x2 = compute_modalities(view2, frames, self.modalities, self.bone_pairs, self.true_timeline, self.layout)
 
-        q, h = {}, {}
-        for m in self.modalities:
-            z, h[m] = self.query[m](x1[m])
-            q[m] = F.normalize(z.float(), dim=1)
-        k = {}
+        ms = self.modalities
+        outputs = run_encoders([self.query[m] for m in ms], [x1[m] for m in ms], self.stacked_encoders)
+        q = {m: F.normalize(z.float(), dim=1) for m, (z, _) in zip(ms, outputs)}
+        h = {m: feature for m, (_, feature) in zip(ms, outputs)}
         with torch.no_grad():
-            for m in self.modalities:
-                if not (cross and m in self.frozen_keys):
-                    momentum_update(self.key[m], self.query[m], self.momentum)  # before the key pass
-                k[m] = F.normalize(self.key[m](x2[m])[0].float(), dim=1)
+            updated = [m for m in ms if not (cross and m in self.frozen_keys)]
+            momentum_update([self.key[m] for m in updated], [self.query[m] for m in updated],
+                            self.momentum)  # before the key pass
+            keys = run_encoders([self.key[m] for m in ms], [x2[m] for m in ms], self.stacked_encoders)
+            k = {m: F.normalize(z.float(), dim=1) for m, (z, _) in zip(ms, keys)}
 
         out = {}
         if not cross:
@@ -267,6 +302,8 @@ class DistillModel(QueueModel):
             defect, ``q_o·Q_b``) or ``"angular_velocity"`` (fixed, ``q_o·Q_o``).
         student_dim: student head width (768 = feature_dim × 6).
         queue_size, temperature, topk, context: as PretrainModel.
+        stacked_encoders: run the six teacher encoders (and the students) as one batched
+            pass each: True, False or ``"auto"``, as PretrainModel's switch.
 
     State dict: ``student.<m>.backbone.*``, ``student.<m>.head.*``, ``teacher.<m>.*``,
     buffers ``queue_<m>`` (D, K) per teacher modality, ``queue_teacher`` (6·D, K),
@@ -281,9 +318,10 @@ class DistillModel(QueueModel):
 
     def __init__(self, teacher_state, teacher_config, *, student_modalities=STUDENT_MODALITIES,
                  teacher_mode="train", omega_queue="bone", student_dim=768, queue_size=32768,
-                 temperature=0.07, topk=1, context=True):
+                 temperature=0.07, topk=1, context=True, stacked_encoders="auto"):
         super().__init__()
         teacher_config = dict(teacher_config)
+        self.stacked_encoders = _check_stacked(stacked_encoders)
         if teacher_mode not in ("train", "eval"):
             raise ValueError(f"teacher_mode must be 'train' or 'eval', not {teacher_mode!r}")
         if omega_queue not in ("bone", "angular_velocity", "omega"):
@@ -374,8 +412,10 @@ class DistillModel(QueueModel):
                                 self.layout)
         x2 = compute_modalities(view2, frames, self.student_modalities, self.bone_pairs, self.true_timeline,
                                 self.layout)
+        tms, sms = self.teacher_modalities, self.student_modalities
         with torch.no_grad():
-            qt = {m: F.normalize(self.teacher[m](x1[m])[0].float(), dim=1) for m in self.teacher_modalities}
+            outputs = run_encoders([self.teacher[m] for m in tms], [x1[m] for m in tms], self.stacked_encoders)
+            qt = {m: F.normalize(z.float(), dim=1) for m, (z, _) in zip(tms, outputs)}
             t = concat_keys([qt[m] for m in self.teacher_modalities])  # (B, 6·D)
             sigmas = []
             for m in self.teacher_modalities:
@@ -383,8 +423,9 @@ class DistillModel(QueueModel):
                 with no_autocast(qt[m]):
                     sigmas.append(qt[m] @ getattr(self, f"queue_{ranked_by}").float())  # (B, K)
         out = {}
-        for s in self.student_modalities:
-            z = F.normalize(self.student[s](x2[s])[0].float(), dim=1)
+        students = run_encoders([self.student[s] for s in sms], [x2[s] for s in sms], self.stacked_encoders)
+        for s, (z, _) in zip(sms, students):
+            z = F.normalize(z.float(), dim=1)
             out[f"loss/distill/{s}"] = distill_loss(z, t, teacher_queue, sigmas, self.temperature,
                                                     self.topk, self.context)
         loss = torch.stack(list(out.values())).sum()
