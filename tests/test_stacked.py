@@ -156,3 +156,23 @@ def test_dropout_is_inverted_dropout():
     assert torch.equal(Dropout(0.0)(x.clone()), x)
     with pytest.raises(ValueError, match="dropout probability"):
         Dropout(1.0)
+
+
+def test_a_run_resumes_with_the_other_setting_and_from_checkpoints_that_predate_it(tmp_path):
+    from ikem_train import jobs
+    from ikem_train.checkpoint import load_checkpoint, save_checkpoint
+    from ikem_train.data.datasets import write_synthetic_store
+
+    store = write_synthetic_store(tmp_path / "s.zarr", n_train=16, n_val=4, frames=20)
+    tiny = ["model.hidden_channels=4", "model.hidden_dim=16", "model.feature_dim=8", "model.queue_size=16",
+            "data.batch_size=8", "data.num_workers=0", "run.device=cpu", "run.progress=false",
+            "model.modalities=[joint,motion]", "run.save_interval=1"]
+    run = tmp_path / "run"
+    jobs.pretrain(store, "ntu60-xsub", run, overrides=[*tiny, "optim.epochs=1", "model.stacked_encoders=false"],
+                  log=lambda *a: None)
+    ck = load_checkpoint(run / "last.pt")
+    del ck["config"]["model"]["stacked_encoders"]  # as written before the switch existed
+    save_checkpoint(run / "last.pt", ck)
+    jobs.pretrain(store, "ntu60-xsub", run, overrides=[*tiny, "optim.epochs=2", "model.stacked_encoders=true"],
+                  resume=True, log=lambda *a: None)
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
