@@ -13,11 +13,14 @@ from ikem_train.demo import ROWS
 # in the README and in the closing notes.
 SHORT = ["--seeds", "1", "--set", "optim.epochs=1", "--set", "model.cross_epoch=0", "--set", "linear.epochs=10",
          "--set", "linear.milestones=[8]"]
+# Narrow encoders: every stage and row still runs; the full widths cost CI four minutes.
+NARROW = ["--set", "model.hidden_channels=4", "--set", "model.hidden_dim=32", "--set", "model.feature_dim=16",
+          "--set", "distill.student_dim=96"]
 
 
 def test_demo_runs_the_whole_method_and_reports(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(ikem_train, ["demo", "--out", str(out), "--device", "cpu", *SHORT])
+    result = CliRunner().invoke(ikem_train, ["demo", "--out", str(out), "--device", "cpu", *SHORT, *NARROW])
     assert result.exit_code == 0, result.output
     assert "SMOKE RUN" in result.output and "not a benchmark" in result.output
     assert "chance: 20.0 %" in result.output and "class-balanced" in result.output
@@ -79,7 +82,7 @@ def test_the_demo_protocol_runs_on_a_store_of_kinect_v1_skeletons(tmp_path):
     build_modalities(str(store), progress=False)
     out = tmp_path / "demo"
     result = CliRunner().invoke(ikem_train, ["demo", "--store", str(store), "--benchmark", "utd-xsub", "--out", str(out),
-                                             "--device", "cpu", *SHORT, "--set", "data.batch_size=4",
+                                             "--device", "cpu", *SHORT, *NARROW, "--set", "data.batch_size=4",
                                              "--set", "model.queue_size=8", "--set", "distill.queue_size=8"])
     assert result.exit_code == 0, result.output
     assert "SMOKE RUN" not in result.output and "utd-xsub" in result.output
