@@ -176,3 +176,20 @@ def test_a_run_resumes_with_the_other_setting_and_from_checkpoints_that_predate_
     jobs.pretrain(store, "ntu60-xsub", run, overrides=[*tiny, "optim.epochs=2", "model.stacked_encoders=true"],
                   resume=True, log=lambda *a: None)
     assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_bn_recalibration_finds_ikem_dropout_and_turns_it_off(tmp_path):
+    """recalibrate_bn finds dropout layers by class: two passes give the very same statistics."""
+    from ikem_train.data.datasets import ModalityDataset, write_synthetic_store
+    from ikem_train.eval.features import recalibrate_bn
+    from ikem_train.nets.stgcn import STGCN
+
+    store = write_synthetic_store(tmp_path / "s.zarr", n_train=8, n_val=4, frames=20)
+    dataset = ModalityDataset(store, "ntu60-xsub", "train", ["joint"])
+    encoders = torch.nn.ModuleDict({"joint": STGCN(hidden_channels=4, hidden_dim=8, dropout=0.5)})
+    assert any(isinstance(m, torch.nn.Dropout) for m in encoders.modules())
+    stats = []
+    for _ in range(2):
+        recalibrate_bn(encoders, dataset, 4, torch.device("cpu"))
+        stats.append([b.clone() for b in encoders.buffers()])
+    assert all(torch.equal(a, b) for a, b in zip(*stats))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ikem_train.nets.stgcn import STGCN, Dropout, GraphConv, STGCNBlock
+from ikem_train.nets.stgcn import STGCN, GraphConv, STGCNBlock
 
 
 def stacked_forward(encoders, inputs):
@@ -114,7 +114,7 @@ def _apply(modules, x):
         return torch.baddbmm(torch.stack([lin.bias for lin in modules]).unsqueeze(1), x, weight)
     if isinstance(first, nn.modules.batchnorm._BatchNorm):
         return _batch_norm(modules, x)
-    if isinstance(first, (nn.ReLU, nn.Dropout, Dropout, nn.Identity)):
+    if isinstance(first, (nn.ReLU, nn.Dropout, nn.Identity)):
         return first(x)  # elementwise: one call covers every group
     raise TypeError(f"stacked_forward cannot stack {type(first).__name__}")
 

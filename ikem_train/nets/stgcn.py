@@ -57,29 +57,26 @@ class GraphConv(nn.Module):
         return torch.einsum("nkctv,kvw->nctw", x, adjacency.to(x.dtype)).contiguous()
 
 
-class Dropout(nn.Module):
+class Dropout(nn.Dropout):
     """Inverted dropout, in place: zero each element with probability ``p``, scale the rest by 1 / (1 − p).
 
     ``nn.Dropout``'s distribution, with the mask drawn by ``rand_like(x) >= p`` instead of
     ``bernoulli_``: on a CPU, torch's ``bernoulli_`` took 13-18 % of a pretraining step
     (bench/bench_train.py --sections kernels). No parameters, nothing in the state dict;
-    identity in eval mode or at ``p = 0``.
+    identity in eval mode or at ``p = 0``; an ``nn.Dropout``, so code that finds dropout
+    layers by class (BN recalibration turns them off) finds it.
     """
 
     def __init__(self, p=0.5):
-        super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = float(p)
+        super().__init__(float(p), inplace=True)
 
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
         keep = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
         return x.mul_(keep)
-
-    def extra_repr(self):
-        return f"p={self.p}"
 
 
 class STGCNBlock(nn.Module):
