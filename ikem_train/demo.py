@@ -211,7 +211,7 @@ def _one_seed(store, benchmark, config, runs, settings, seed, seeds, echo) -> di
         t0 = time.perf_counter()
         result = job(store, benchmark, *args, config=config, overrides=[*settings, *overrides], log=lambda *a: None,
                      **kwargs)
-        echo(f"  seed {seed + 1}/{seeds}: {message} ({time.perf_counter() - t0:.0f} s)")
+        echo(f"  seed {seed} ({seed + 1} of {seeds}, runs/seed{seed}): {message} ({time.perf_counter() - t0:.0f} s)")
         return result
 
     teacher = step("teacher pretraining, six modalities", jobs.pretrain, runs / "teacher")
@@ -285,7 +285,7 @@ def _print_table(summary, echo):
     learned = ", ".join(verdict) if verdict else "none of the pretrained rows"
     echo(f"pretraining beats random initialisation by more than 2 std in both columns: {learned}"
          + (" (one seed: no std, so no such claim)" if seeds < 2 else ""))
-    echo("pictures (seed 1):")
+    echo("pictures (seed 0, runs/seed0):")
     for what, path in summary["pictures"].items():
         echo(f"  {what + ':':<36}{path}")
     echo(f"outputs: {summary['runs']} (one folder per seed and job), summary.json beside it")

@@ -25,6 +25,7 @@ def test_demo_runs_the_whole_method_and_reports(tmp_path):
     assert "SMOKE RUN" in result.output and "not a benchmark" in result.output
     assert "chance: 20.0 %" in result.output and "class-balanced" in result.output
     assert "collapsed frozen features: none" in result.output
+    assert "seed 0 (1 of 1, runs/seed0): " in result.output and "pictures (seed 0, runs/seed0):" in result.output
 
     with open_store(out / "demo.zarr") as store:
         assert store.attrs["gendata"]["complete"] and store.attrs["modalities"]["complete"]
