@@ -346,3 +346,22 @@ def test_the_frozen_comparison_treats_nan_as_equal_to_nan():
     with torch.no_grad():
         module.bias[1] += 1
     assert ev.changed_parameters(before, module) == ["bias"]
+
+
+def test_evaluation_batches_never_start_more_workers_than_cores(tmp_path, monkeypatch):
+    """Evaluation batches are not augmented, so capping the workers at the cores changes only speed."""
+    from ikem_train.data.datasets import ModalityDataset, write_synthetic_store
+    from ikem_train.eval import features
+
+    store = write_synthetic_store(tmp_path / "s.zarr", n_train=8, n_val=4, frames=20)
+    dataset = ModalityDataset(store, "ntu60-xsub", "val", ["joint"])
+    asked = []
+    real = features.make_loader
+
+    def make_loader(*args, **kwargs):
+        asked.append(kwargs["num_workers"])
+        return real(*args, **{**kwargs, "num_workers": 0})
+
+    monkeypatch.setattr(features, "make_loader", make_loader)
+    n = sum(len(x) for x, _, _ in features.eval_batches(dataset, 2, "cpu", num_workers=10_000))
+    assert n == len(dataset) and asked == [features.usable_cores()] and asked[0] < 10_000

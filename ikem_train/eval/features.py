@@ -16,6 +16,8 @@ Linear evaluation, KNN retrieval and fine-tuning all start here:
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
@@ -192,6 +194,13 @@ def recalibrate_bn(encoders: nn.ModuleDict, dataset: ModalityDataset, batch_size
     encoders.eval()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def eval_batches(dataset: ModalityDataset, batch_size, device, num_workers=0):
     """Every batch of ``dataset`` in order (no shuffle; the last batch may be partial).
 
@@ -199,6 +208,9 @@ def eval_batches(dataset: ModalityDataset, batch_size, device, num_workers=0):
         ``(x, labels, store indices)``: x (B, K, 3, T, V, M) float32 on ``device``, K = the
         dataset's modalities in its order; labels and indices (B,) int64 on the CPU.
     """
+    # Evaluation batches carry no augmentation, so the worker count changes nothing but speed:
+    # never more workers than cores (torch warns, and they only contend).
+    num_workers = min(num_workers, usable_cores())
     loader, _ = make_loader(dataset, batch_size, shuffle=False, drop_last=False, num_workers=num_workers)
     for batch in loader:
         yield batch["x"].to(device), batch["label"], batch["index"]
