@@ -160,3 +160,12 @@ def test_command_line(tmp_path, real):
         result = runner.invoke(main, ["modalities", "--quiet"] + args)
         assert result.exit_code != 0 and message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_a_missing_store_is_refused_without_leaving_a_lock_file(tmp_path):
+    from ikem_data.modalities.stage import StageError, build_modalities
+
+    missing = tmp_path / "missing.zarr"
+    with pytest.raises(StageError, match="no store at .*missing.zarr"):
+        build_modalities(str(missing), progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -199,6 +199,8 @@ def build_modalities(out, source=None, t_length=50, rotation_sign="sequence", bo
     if int(chunk_size) < 1:
         raise StageError(f"chunk size must be >= 1, got {chunk_size}")
     chunk_size = int(chunk_size)
+    if source is None and not Path(out).exists():  # refused before the lock: no lock file for a store that is not there
+        raise StageError(f"no store at {out}: write it with `ikem-data gendata` first, or give --from RAW")
     with exclusive(out, "store"):
         if source is not None:
             copy_raw(source, out, overwrite=overwrite)
