@@ -80,7 +80,7 @@ def test_linear_curves_and_confusion(run):
     res = pl.plot_run(run["linear"])
     panels = res["curves"]["panels"]
     assert panels["loss"] == ["train_loss"]
-    assert panels["accuracy (%)"] == ["top1", "top5", "top1/bone", "top1/joint"]
+    assert panels["accuracy (%)"] == ["top1", "top5", "head_top1/bone", "head_top1/joint"]
     assert res["curves"]["size"] == pl.curves_px(3) == (1500, 450)
     cells = _cells(_rgb(run["linear"] / "curves.png"), 1)
     assert all(_inked(c[60:-40, 60:-20]).sum() > 100 for c in cells)

@@ -36,7 +36,9 @@ def fit_linear(x_train, y_train, x_val, y_val, names, lc: LinearConfig, num_clas
     Returns:
         ``{"heads": nn.ModuleList, "logits": (K, n_val, C) final per-modality val logits,
         "final": record, "best": record}``; a record has ``epoch, lr, train_loss, top1,
-        top5`` (fused) and ``top1/<modality>`` (each head alone).
+        top5`` (fused) and ``head_top1/<modality>`` (one head of the fused classifier
+        alone: trained on the averaged logits, it is not a classifier of that modality;
+        ``per_modality_top1`` in results.json is).
 
     Raises:
         EvaluationError: the classifiers diverge (non-finite val logits).
@@ -78,7 +80,7 @@ def fit_linear(x_train, y_train, x_val, y_val, names, lc: LinearConfig, num_clas
             fused = per.mean(0)
             final = {"epoch": epoch, "lr": lr, "train_loss": float(total) / len(order),
                      "top1": topk_accuracy(fused, y_val, 1), "top5": topk_accuracy(fused, y_val, 5),
-                     **{f"top1/{m}": topk_accuracy(per[k], y_val, 1) for k, m in enumerate(names)}}
+                     **{f"head_top1/{m}": topk_accuracy(per[k], y_val, 1) for k, m in enumerate(names)}}
             if metrics_path is not None:
                 append_jsonl(metrics_path, final)
             log(f"linear epoch {epoch}/{lc.epochs}: loss {final['train_loss']:.4f}, "

@@ -158,7 +158,7 @@ def linear(store, benchmark, run_dir, **options) -> dict:
     Options as :func:`frozen_evaluation`. Returns (None on ranks >= 1 under torchrun) the
     dict written to ``results.json``: ``final`` and ``best_on_val`` records of the fused
     classifier (its records also give
-    ``top1/<modality>``, each of its heads alone), ``per_modality_top1`` (a classifier
+    ``head_top1/<modality>``, each of its heads alone), ``per_modality_top1`` (a classifier
     trained on each modality alone, same settings), per-class accuracy, baselines,
     feature health, ``encoder_unchanged``.
     """

@@ -7,8 +7,9 @@
     (``nce``, ``cross``, ``ikem``, ``distill``) summed over its modalities, or
     ``train_loss`` (linear evaluation);
   * loss parts: every ``loss/<group>/<modality>``, colour = modality, line style = group;
-  * accuracy (%): ``top1``, ``top5`` and ``top1/<modality>`` (linear evaluation: the
-    fused classifier and each of its heads), or ``val/top1``, ``val/top5``,
+  * accuracy (%): ``top1``, ``top5`` and ``head_top1/<modality>`` (linear evaluation: the
+    fused classifier and each of its heads alone, labelled so: not a modality's own
+    classifier, which is ``per_modality_top1`` in results.json), or ``val/top1``, ``val/top5``,
     ``val/top1/<modality>`` (fine-tuning);
   * learning rate: ``lr``;
   * samples/s: ``samples_per_s`` (training jobs).
@@ -43,7 +44,7 @@ CURVES_ROW_PX = (1500, 450)
 PANELS = (
     ("loss", lambda k: k in ("loss", "train_loss")),
     ("loss parts", lambda k: k.startswith("loss/")),
-    ("accuracy (%)", lambda k: k.split("/")[0] in ("top1", "top5") or k.startswith(("val/top1", "val/top5"))),
+    ("accuracy (%)", lambda k: k.split("/")[0] in ("top1", "top5", "head_top1") or k.startswith(("val/top1", "val/top5"))),
     ("learning rate", lambda k: k == "lr"),
     ("samples/s", lambda k: k == "samples_per_s"),
 )
@@ -194,7 +195,8 @@ def _draw_panel(ax, name, keys, series):
                 style = dict(color="black", linewidth=2.2 if not top5 else 1.4, linestyle="--" if top5 else "-",
                              label=f"{'top-5' if top5 else 'top-1'} fused")
             else:
-                style = dict(color=_modality_colour(tail), linewidth=1.2, label=f"top-1 {tail}")
+                what = f"{tail} head of the fused classifier" if key.startswith("head_") else f"{tail} stream"
+                style = dict(color=_modality_colour(tail), linewidth=1.2, label=f"top-1, {what}")
             ax.plot(epochs, [100 * v for v in values], marker="o", markersize=3, **style)
         ax.legend(fontsize=7, framealpha=0.8, ncol=2 if len(keys) > 6 else 1)
     else:  # the lr holds from one logged epoch to the next: a step
