@@ -72,11 +72,11 @@ def check_pass(samples, params, parsers, progress):
         GendataError: with ``on_error="stop"``, the first malformed file (nothing written
             yet); with either, when no file parses.
     """
-    from tqdm import tqdm
+    from ikem_data.progress import progress_bar
 
     tasks = ((k, _task(s, params, True)) for k, s in enumerate(samples))
     t_max, failures = 0, []
-    bar = tqdm(total=len(samples), unit="file", disable=not progress, smoothing=0.1, desc="checking")
+    bar = progress_bar(total=len(samples), unit="file", disable=not progress, smoothing=0.1, desc="checking")
     try:
         for _, result in parsers.map(tasks, len(samples)):
             bar.update(1)
@@ -187,10 +187,10 @@ def write_pass(store, state, samples, params, parsers, progress, write_chunks, s
             raise GendataError(f"{message} ({_STOP_HINT})")
         pending_failed.append(dict(file=samples[k]["path"], reason=message))
 
-    from tqdm import tqdm
+    from ikem_data.progress import progress_bar
 
     tasks = ((k, _task(samples[k], params, False)) for k in range(start, len(samples)))
-    bar = tqdm(total=len(samples), initial=start, unit="file", disable=not progress, smoothing=0.1,
+    bar = progress_bar(total=len(samples), initial=start, unit="file", disable=not progress, smoothing=0.1,
                desc="gendata")
     try:
         # Parsed files waiting for their turn stay within the write budget too.

@@ -209,7 +209,7 @@ def build_modalities(out, source=None, t_length=50, rotation_sign="sequence", bo
 
 def _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step_chunks):
     """The stage on ``out`` (raw data in place, lock held): see :func:`build_modalities`."""
-    from tqdm import tqdm
+    from ikem_data.progress import progress_bar
 
     with open_store(out, "r+") as store:
         layout = _check_raw(store)
@@ -239,7 +239,7 @@ def _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step
             store.create_array(f"{STAGE}/valid_length", (n,), np.int32, chunks=(chunk_size,),
                                overwrite=True)
         started = time.time()
-        bar = tqdm(total=n, initial=done, unit="sample", desc="modalities", disable=not progress)
+        bar = progress_bar(total=n, initial=done, unit="sample", desc="modalities", disable=not progress)
 
         def record(stop, skipped_names):
             empty.extend(skipped_names)

@@ -230,7 +230,7 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
     forward, wrapped_for = None, None
     amp = device.type == "cuda" and cfg.run.amp
     writer = _tensorboard(run_dir, log) if cfg.run.tensorboard and env.is_main else None
-    progress = _tqdm(cfg.run.progress and env.is_main)
+    progress = _progress(cfg.run.progress and env.is_main)
     record = {}
     last_good = run_dir / "last.pt"
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
@@ -375,12 +375,12 @@ def _non_finite_tensors(model) -> list[str]:
     return [name for name, ok in zip(state, finite) if not ok]
 
 
-def _tqdm(enabled):
+def _progress(enabled):
     if not enabled:
         return lambda it, **kw: it
-    from tqdm.auto import tqdm
+    from ikem_data.progress import progress_bar  # a bar on a terminal, a line every 30 s in a log
 
-    return tqdm
+    return progress_bar
 
 
 def _tensorboard(run_dir, log):
