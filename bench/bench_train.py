@@ -76,27 +76,9 @@ def training_rate(store, batch, modalities, device, steps):
     dataset = PretrainDataset(store, BENCH)
     loader, _ = make_loader(dataset, batch, shuffle=True, drop_last=True)
     data = next(iter(loader))
-    view1, view2, frames = (data[k].to(device) for k in ("view1", "view2", "frames"))
-    model = PretrainModel(modalities, queue_size=batch * 16, cross_epoch=0).to(device)  # phase 2 when several
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
-    amp = device.type == "cuda"
-
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = model(view1, view2, frames, epoch=1)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    step()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t0)
+    views = tuple(data[k].to(device) for k in ("view1", "view2", "frames"))
+    # phase 2 when several modalities
+    return step_rate(lambda: PretrainModel(modalities, queue_size=batch * 16, cross_epoch=0), views, device, steps)[0]
 
 
 # -- stacked encoders against one by one ---------------------------------------------------------
