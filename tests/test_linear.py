@@ -100,3 +100,16 @@ def test_fuse_names_a_folder_that_is_not_an_evaluation_and_a_way_that_works(tmp_
     (tmp_path / "half" / "config.yaml").write_text("linear: {}\n")
     with pytest.raises(FuseError, match=r"half is not a finished linear evaluation; run .*--run-dir NEW_FOLDER"):
         fuse_runs([(tmp_path / "half", 1.0)])
+
+
+@pytest.mark.parametrize("fused, label, message", [
+    ([[1.0, np.nan], [0.0, 1.0]], [0, 1], r"NaN or inf logits for 1 of 2 samples.*lower linear.lr"),
+    ([[1.0, np.inf], [0.0, 1.0]], [0, 1], r"NaN or inf logits for 1 of 2 samples"),
+    ([1.0, 0.0], [0, 1], r"fused must be \(n, C\) float logits, got float32 of shape \(2,\)"),
+    ([[1.0, 0.0], [0.0, 1.0]], [0.5, 1.0], r"label must be \(2,\) integers, got float64"),
+    ([[1.0, 0.0], [0.0, 1.0]], [0, 1, 1], r"label must be \(2,\) integers"),
+])
+def test_fuse_refuses_scores_that_linear_evaluation_does_not_write(tmp_path, fused, label, message):
+    _scores(tmp_path / "a", fused, label, ["a", "b", "c"][:len(label)])
+    with pytest.raises(FuseError, match=message):
+        fuse_runs([(tmp_path / "a", 1.0)])

@@ -36,17 +36,31 @@ def parse_run_spec(spec: str) -> tuple[Path, float]:
 
 
 def load_scores(run_dir) -> dict:
-    """Arrays of ``run_dir/scores.npz``.
+    """Arrays of ``run_dir/scores.npz``, checked: ``fused`` (n, C) finite floats, ``label`` (n,) integers.
 
     Raises:
-        FuseError: no scores file (run ``ikem-train linear`` first).
+        FuseError: no scores file (run ``ikem-train linear`` first), or scores that are not
+            what linear evaluation writes (a missing array, another shape or dtype,
+            NaN / inf logits); the message names the file and the array.
     """
     path = Path(run_dir) / "scores.npz"
     if not path.is_file():
         raise FuseError(f"{path} not found: {run_dir} is not a finished linear evaluation; run "
                         "`ikem-train linear ... --run-dir NEW_FOLDER` and fuse that folder")
     with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+        scores = {key: data[key] for key in data.files}
+    fused, label = scores.get("fused"), scores.get("label")
+    if fused is None or label is None:
+        raise FuseError(f"{path} lacks {'fused' if fused is None else 'label'}: not a linear evaluation's scores")
+    if fused.ndim != 2 or fused.dtype.kind != "f":
+        raise FuseError(f"{path}: fused must be (n, C) float logits, got {fused.dtype} of shape {fused.shape}")
+    if label.ndim != 1 or label.dtype.kind not in "iu" or len(label) != len(fused):
+        raise FuseError(f"{path}: label must be ({len(fused)},) integers, got {label.dtype} of shape {label.shape}")
+    bad = int((~np.isfinite(fused)).any(axis=1).sum())
+    if bad:
+        raise FuseError(f"{path}: fused holds NaN or inf logits for {bad} of {len(fused)} samples; "
+                        "the linear evaluation diverged: run it again with a lower linear.lr")
+    return scores
 
 
 def topk(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
