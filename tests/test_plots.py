@@ -201,3 +201,17 @@ def test_embed_cli(run, tmp_path):
     good = CliRunner().invoke(ikem_train, base + ["--modality", "bone", "--max-samples", "10"])
     assert good.exit_code == 0, good.output
     assert "10 of 16 val samples" in good.output and Image.open(out).size == EMBED_PX
+
+
+def test_plot_skips_records_with_bad_epochs_and_refuses_malformed_scores(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"epoch": None, "loss": 1.0}, {"epoch": "two", "loss": 1.0}, {"epoch": True, "loss": 1.0},
+             {"epoch": 1.5, "loss": 1.0}, {"epoch": 1, "loss": 0.5, "top1": "high"}, {"epoch": 2, "loss": 0.25}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    records = pl.read_metrics(run)
+    assert [r["epoch"] for r in records] == [1, 2]
+    np.savez(run / "scores.npz", fused=np.zeros(3, np.float32), label=np.zeros(3, np.int64))
+    result = CliRunner().invoke(ikem_train, ["plot", str(run)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "fused must be (n, C) float logits, got float32 of shape (3,)" in result.output

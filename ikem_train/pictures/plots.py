@@ -70,7 +70,8 @@ def confusion_px(num_class: int) -> int:
 
 
 def read_metrics(run_dir) -> list[dict]:
-    """The records of ``run_dir/metrics.jsonl`` (unreadable lines skipped).
+    """The records of ``run_dir/metrics.jsonl`` (unreadable lines, and records whose ``epoch``
+    is not a whole number >= 0, skipped).
 
     Raises:
         PlotError: no such folder, no ``metrics.jsonl``, or not one record in it.
@@ -89,7 +90,8 @@ def read_metrics(run_dir) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and "epoch" in record:
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
             records.append(record)
     if not records:
         raise PlotError(f"{path} holds no metrics record yet (the run has not finished an epoch)")
@@ -252,12 +254,18 @@ def _order(key):
 
 
 def load_scores(run_dir) -> dict | None:
-    """Arrays of ``run_dir/scores.npz`` (linear evaluation), or None when there is none."""
-    path = Path(run_dir) / "scores.npz"
-    if not path.is_file():
+    """Arrays of ``run_dir/scores.npz`` (linear evaluation), checked as ``fuse`` checks them,
+    or None when there is none.
+
+    Raises:
+        FuseError: scores that linear evaluation does not write (see
+            :func:`ikem_train.eval.fuse.load_scores`).
+    """
+    from ikem_train.eval import fuse
+
+    if not (Path(run_dir) / "scores.npz").is_file():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    return fuse.load_scores(run_dir)
 
 
 def run_class_names(run_dir, num_class, sample_names=None, labels=None) -> list[str]:
