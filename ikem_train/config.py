@@ -63,7 +63,9 @@ class DataConfig:
 EXECUTION_KEYS = frozenset({"stacked_encoders"})
 
 
-def _stacked(value):
+def check_stacked_encoders(value):
+    """``value`` if it is ``"auto"``, True or False (not 1 or 0); else ValueError. Used by the
+    config and by the models built without one."""
     if value is True or value is False or value == "auto":  # 1 == True, so a Literal alone takes 1
         return value
     raise ValueError(f"stacked_encoders must be auto, true or false, not {value!r}")
@@ -96,7 +98,7 @@ class ModelConfig:
     stacked_encoders: Literal["auto", True, False] = "auto"  # one batched pass for all modalities (auto: on CUDA)
 
     _check_modalities = field_validator("modalities", mode="before")(_modalities)
-    _check_stacked = field_validator("stacked_encoders", mode="before")(_stacked)
+    _check_stacked = field_validator("stacked_encoders", mode="before")(check_stacked_encoders)
     _check_graph = field_validator("graph_partition")(check_partition)
 
     @field_validator("layout")
@@ -127,7 +129,7 @@ class DistillConfig:
     stacked_encoders: Literal["auto", True, False] = "auto"  # teacher, students: one batched pass each (auto: on CUDA)
 
     _check_modalities = field_validator("student_modalities", mode="before")(_modalities)
-    _check_stacked = field_validator("stacked_encoders", mode="before")(_stacked)
+    _check_stacked = field_validator("stacked_encoders", mode="before")(check_stacked_encoders)
 
 
 @dataclass(config=_STRICT)

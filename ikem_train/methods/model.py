@@ -14,6 +14,7 @@ from torch import nn
 
 from ikem_data.layouts import get_layout
 from ikem_data.names import MODALITIES, STUDENT_MODALITIES, resolve_modalities
+from ikem_train.config import check_stacked_encoders
 from ikem_train.training import distributed
 from ikem_train.methods.crossclr import cross_modal_losses
 from ikem_train.methods.distill import distill_loss
@@ -71,12 +72,6 @@ def run_encoders(encoders, inputs, stacked):
     if stacked and len(encoders) > 1:
         return stacked_forward(encoders, inputs)
     return [encoder(x) for encoder, x in zip(encoders, inputs)]
-
-
-def _check_stacked(value):
-    if value not in ("auto", True, False):
-        raise ValueError(f"stacked_encoders must be 'auto', true or false, not {value!r}")
-    return value
 
 
 def _check_sizes(queue_size, topk):
@@ -184,7 +179,7 @@ class PretrainModel(QueueModel):
                  stacked_encoders="auto"):
         super().__init__()
         self.modalities = resolve_modalities(modalities)
-        self.stacked_encoders = _check_stacked(stacked_encoders)
+        self.stacked_encoders = check_stacked_encoders(stacked_encoders)
         self.layout = get_layout(layout)
         if key_init not in ("copy", "reinit"):
             raise ValueError(f"key_init must be 'copy' or 'reinit', not {key_init!r}")
@@ -321,7 +316,7 @@ class DistillModel(QueueModel):
                  temperature=0.07, topk=1, context=True, stacked_encoders="auto"):
         super().__init__()
         teacher_config = dict(teacher_config)
-        self.stacked_encoders = _check_stacked(stacked_encoders)
+        self.stacked_encoders = check_stacked_encoders(stacked_encoders)
         if teacher_mode not in ("train", "eval"):
             raise ValueError(f"teacher_mode must be 'train' or 'eval', not {teacher_mode!r}")
         if omega_queue not in ("bone", "angular_velocity", "omega"):
