@@ -24,7 +24,7 @@ def plot(run_dir):
         except (ValueError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc).replace("\n", " ")) from None
     curves = res["curves"]
-    panels = "; ".join(f"{name}: {len(keys)} curve(s)" for name, keys in curves["panels"].items())
+    panels = "; ".join(f"{name}: {n} curve{'s' if n != 1 else ''}" for name, n in curves["lines"].items())
     click.echo(f"{curves['path']}: {panels}")
     if res["confusion"] is None:
         return

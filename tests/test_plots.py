@@ -215,3 +215,42 @@ def test_plot_skips_records_with_bad_epochs_and_refuses_malformed_scores(tmp_pat
     result = CliRunner().invoke(ikem_train, ["plot", str(run)])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "fused must be (n, C) float logits, got float32 of shape (3,)" in result.output
+
+
+def test_cross_phase_is_marked_and_the_cli_counts_the_lines_drawn(tmp_path):
+    """A teacher's total loss jumps where the cross-phase terms join; the picture marks that epoch
+    (a red dotted line), a term logged at one epoch says so, and `plot` counts every line of a
+    panel, the group sums included (it printed "loss: 1 curve(s)" for total + nce + cross + ikem)."""
+    run = tmp_path / "teacher"
+    run.mkdir()
+    records = [{"epoch": e, "kind": "pretrain", "loss": 2.0 + e, "loss/nce/joint": 1.0, "loss/nce/bone": 1.0 + e,
+                "lr": 0.1} for e in (1, 2)]
+    records.append({"epoch": 3, "kind": "pretrain", "loss": 9.0, "loss/nce/joint": 1.0, "loss/nce/bone": 3.0,
+                    "loss/cross/joint": 2.5, "loss/cross/bone": 2.5, "lr": 0.1})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    series = pl._series(records)
+    assert pl.cross_phase_start(series) == 3
+    assert pl.cross_phase_start(pl._series(records[:2])) is None
+    assert pl.cross_phase_start(pl._series(records[2:])) is None  # resumed in the cross phase: no jump to mark
+    res = pl.plot_curves(records, run / "curves.png")
+    assert res["cross_phase_from"] == 3
+    assert res["lines"] == {"loss": 3, "loss parts": 4, "learning rate": 1}
+    rgb = _rgb(run / "curves.png")
+    red = (rgb[..., 0] > 180) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)  # tab:red
+    assert red[:, :1000].sum() > 50 and red[:, 1000:].sum() == 0  # loss panels marked, the lr panel not
+    result = CliRunner().invoke(ikem_train, ["plot", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "loss: 3 curves; loss parts: 4 curves; learning rate: 1 curve" in result.output
+
+
+def test_tsne_title_says_collapse_and_bn_statistics(run, tmp_path):
+    """t-SNE rescales any spread into clean clusters, so the title must say when the features
+    collapsed (a random encoder in eval mode without BN recalibration) and which BN statistics."""
+    raw = embed(run["store"], "ntu60-xsub", tmp_path / "raw.png", random_init=True, modality="joint",
+                overrides=SMALL, **quiet)
+    assert raw["feature_health"]["joint"]["collapsed"]
+    assert raw["title"].endswith("COLLAPSED features (joint), BN statistics as trained")
+    fixed = embed(run["store"], "ntu60-xsub", tmp_path / "fixed.png", random_init=True, modality="joint",
+                  overrides=SMALL + ["evaluation.bn_recalibrate=true"], **quiet)
+    assert not fixed["feature_health"]["joint"]["collapsed"]
+    assert fixed["title"].endswith("features not collapsed, BN statistics recomputed on train")

@@ -100,6 +100,14 @@ def plot_embedding(xy, labels, names, out, title="") -> dict:
     return {"path": str(out), "size": EMBED_PX}
 
 
+def feature_state(health: dict, recalibrated: bool) -> str:
+    """What a t-SNE title must say about its features: t-SNE draws clean clusters even of
+    collapsed features (it rescales any spread), so collapse and BN statistics are named."""
+    collapsed = [m for m, h in health.items() if h["collapsed"]]
+    bn = "BN statistics recomputed on train" if recalibrated else "BN statistics as trained"
+    return f"COLLAPSED features ({', '.join(collapsed)}), {bn}" if collapsed else f"features not collapsed, {bn}"
+
+
 def embed(store, benchmark, out, *, checkpoint=None, random_init=False, modality=FUSED,
           max_samples=DEFAULT_MAX_SAMPLES, config=None, overrides=(), log=print) -> dict:
     """t-SNE map of the frozen val features of a checkpoint's encoders, written to ``out`` (.png).
@@ -116,8 +124,9 @@ def embed(store, benchmark, out, *, checkpoint=None, random_init=False, modality
             ``data.eval_batch_size``, ``evaluation.bn_recalibrate``, ``run.device``).
 
     Returns:
-        ``{"path", "size", "modalities", "samples", "val_samples", "num_class",
-        "feature_health", "source"}``.
+        ``{"path", "size", "title", "modalities", "samples", "val_samples", "num_class",
+        "feature_health", "source"}``; the title says whether the features collapsed and
+        which BN statistics they were computed with.
 
     Raises:
         EmbedError: an output that is not ``.png``, ``max_samples`` < 5, too few samples.
@@ -156,9 +165,10 @@ def embed(store, benchmark, out, *, checkpoint=None, random_init=False, modality
     source = ("random init" if frozen.source["random_init"]
               else f"{Path(str(checkpoint)).name} ({frozen.source['checkpoint_kind']})")
     shown = f"{len(positions)} of {len(frozen.val_ds)}" if len(positions) < len(frozen.val_ds) else f"{len(positions)}"
-    title = f"t-SNE of frozen {what} features, {source}\n{benchmark} val, {shown} samples"
+    title = (f"t-SNE of frozen {what} features, {source}\n{benchmark} val, {shown} samples; "
+             f"{feature_state(health, cfg.evaluation.bn_recalibrate)}")
     picture = plot_embedding(xy, labels.numpy(), names, out, title)
     log(f"t-SNE of {shown} {benchmark} val samples ({what} features) -> {out}")
-    return {**picture, "modalities": list(frozen.names), "samples": int(len(positions)),
+    return {**picture, "title": title, "modalities": list(frozen.names), "samples": int(len(positions)),
             "val_samples": int(len(frozen.val_ds)), "num_class": int(frozen.num_class), "feature_health": health,
             "source": frozen.source}

@@ -151,16 +151,32 @@ def _split_part(key):
     return (group, modality) if modality else (rest, None)
 
 
-def _draw_panel(ax, name, keys, series):
+def cross_phase_start(series) -> int | None:
+    """The first epoch that logged a cross-phase term (``loss/cross/*``, ``loss/ikem/*``) when
+    earlier epochs did not: the loss jumps there because terms are added, not because training
+    went wrong, so the curves mark it. None when there is no such epoch."""
+    first = min((series[k][0][0] for k in series if k.startswith(("loss/cross/", "loss/ikem/"))), default=None)
+    start = min((epochs[0] for epochs, _ in series.values()), default=None)
+    return first if first is not None and first > start else None
+
+
+def _draw_panel(ax, name, keys, series) -> int:
+    """Draw one panel; returns how many lines it holds."""
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    drawn = []
 
     def line(key, values=None, **style):
         epochs, ys = series[key] if values is None else values
-        ax.plot(epochs, ys, marker="o", markersize=3, **style)
+        if len(epochs) == 1 and style.get("label"):  # a lone point: say so rather than leave a dot unexplained
+            style["label"] += f" (epoch {epochs[0]} only)"
+        ax.plot(epochs, ys, marker="o", markersize=6 if len(epochs) == 1 else 3, **style)
+        drawn.append(key)
 
     if name == "loss":
-        for key in keys:
-            line(key, color="black", linewidth=2.2, label="total" if key == "loss" else "train loss")
+        for key in keys:  # thin and on top, so a group sum equal to it (nce before the cross phase) shows around it
+            line(key, color="black", linewidth=1.2, zorder=3, label="total" if key == "loss" else "train loss")
         groups = {}  # the parts of each group summed, at the epochs where the group ran
         for key in series:
             if key.startswith("loss/"):
@@ -171,8 +187,8 @@ def _draw_panel(ax, name, keys, series):
                         groups[group][epoch] += value
         for group, sums in sorted(groups.items()):
             epochs = sorted(sums)
-            line(None, (epochs, [sums[e] for e in epochs]), color="grey", linewidth=1.4,
-                 linestyle=GROUP_STYLES.get(group, "-"), label=f"{group} (sum over modalities)")
+            line(None, (epochs, [sums[e] for e in epochs]), color="0.6", linewidth=4 if group == "nce" else 1.6,
+                 linestyle=GROUP_STYLES.get(group, "-"), zorder=2, label=f"{group} (sum over modalities)")
         if groups:
             ax.legend(fontsize=7, framealpha=0.8)
     elif name == "loss parts":
@@ -199,18 +215,25 @@ def _draw_panel(ax, name, keys, series):
             else:
                 what = f"{tail} head of the fused classifier" if key.startswith("head_") else f"{tail} stream"
                 style = dict(color=_modality_colour(tail), linewidth=1.2, label=f"top-1, {what}")
-            ax.plot(epochs, [100 * v for v in values], marker="o", markersize=3, **style)
+            line(key, (epochs, [100 * v for v in values]), **style)
         ax.legend(fontsize=7, framealpha=0.8, ncol=2 if len(keys) > 6 else 1)
     else:  # the lr holds from one logged epoch to the next: a step
         for key in keys:
             line(key, color="C0", linewidth=1.4, drawstyle="steps-pre" if key == "lr" else "default")
+    cross = cross_phase_start(series)
+    if cross is not None and name in ("loss", "loss parts", "accuracy (%)"):
+        ax.axvline(cross - 0.5, color="tab:red", linewidth=1, linestyle=":", zorder=1)
+        ax.annotate(f"cross phase from epoch {cross}", (cross - 0.5, 1), xycoords=("data", "axes fraction"),
+                    xytext=(3, -3), textcoords="offset points", va="top", fontsize=7, color="tab:red")
     ax.set_title(name)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.grid(alpha=0.3)
     if name.startswith("loss"):
         values = [v for key in keys for v in series[key][1]]
         if values and min(values) > 0 and max(values) / min(values) > 50:
             ax.set_yscale("log")
+    return len(drawn)
 
 
 def plot_curves(records, out, title="") -> dict:
@@ -220,8 +243,11 @@ def plot_curves(records, out, title="") -> dict:
     loss with each loss group summed over its modalities; every ``loss/<group>/<modality>``
     part (colour = modality, line style = group); accuracy in %; learning rate; samples/s.
 
+    The epoch where a cross phase's terms start is marked (the total loss jumps there).
+
     Returns:
-        ``{"path", "panels": {panel title: [metrics keys]}, "size"}``.
+        ``{"path", "panels": {panel title: [metrics keys]}, "lines": {panel title: lines drawn},
+        "cross_phase_from": epoch or None, "size"}``.
 
     Raises:
         PlotError: the records hold none of the known metrics.
@@ -235,14 +261,14 @@ def plot_curves(records, out, title="") -> dict:
     size = curves_px(len(panels))
     figure = new_figure(*size, layout="constrained")
     axes = figure.subplots(math.ceil(len(panels) / 3), 3, squeeze=False).ravel()
-    for ax, (name, keys) in zip(axes, panels):
-        _draw_panel(ax, name, keys, series)
+    lines = {name: _draw_panel(ax, name, keys, series) for ax, (name, keys) in zip(axes, panels)}
     for ax in axes[len(panels):]:
         ax.set_axis_off()
     if title:
         figure.suptitle(title)
     save_figure(figure, Path(out))
-    return {"path": str(out), "panels": {name: keys for name, keys in panels}, "size": size}
+    return {"path": str(out), "panels": {name: keys for name, keys in panels}, "lines": lines,
+            "cross_phase_from": cross_phase_start(series), "size": size}
 
 
 def _order(key):
