@@ -10,6 +10,7 @@ from PIL import Image
 
 from ikem_cli.data import main as ikem_data
 from ikem_data.show import sample as sh
+from ikem_data.show.draw import GRID_TICKS
 from ikem_data.modalities.stage import build_modalities
 from ikem_data.class_names import (NTU_ACTIONS, dataset_class_names, demo_class_names, label_name,
                                    names_from_samples, store_class_names)
@@ -141,6 +142,25 @@ def test_a_grid_png_has_one_panel_per_frame(ntu_store, tmp_path):
         cell = body[sh.TITLE_PX + r * sh.PANEL_PX: sh.TITLE_PX + (r + 1) * sh.PANEL_PX,
                     c * sh.PANEL_PX:(c + 1) * sh.PANEL_PX]
         assert (cell.sum() > 100) == (k < 6)
+
+
+def test_grid_panels_have_labelled_axes_with_few_ticks(ntu_store, tmp_path):
+    """A 320-pixel grid panel had matplotlib's default ~8 depth ticks (their labels overlapped)
+    and no axis names; a still frame keeps its default ticks."""
+    sample = sh.load_sample(ntu_store, A055, "raw")
+    grid = sh.Scene(sample, np.arange(30), panels=[0, 10, 20])
+    grid.figure.savefig(tmp_path / "grid.png", dpi=sh.DPI)  # ticks are placed when drawn
+    for ax in grid.axes:
+        axes = (ax.xaxis, ax.yaxis, ax.zaxis)
+        assert [a.get_label_text() for a in axes] == ["-x (m)", "z (m)", "y (m)"]
+        for axis, (low, high) in zip(axes, (ax.get_xlim(), ax.get_ylim(), ax.get_zlim())):
+            shown = [t for t in axis.get_majorticklocs() if low <= t <= high]
+            assert 1 <= len(shown) <= GRID_TICKS + 1, shown
+    still = sh.Scene(sample, np.arange(30))
+    still.draw(0)
+    still.figure.savefig(tmp_path / "still.png", dpi=sh.DPI)
+    low, high = still.axes[0].get_ylim()
+    assert len([t for t in still.axes[0].yaxis.get_majorticklocs() if low <= t <= high]) > GRID_TICKS + 1
 
 
 @pytest.mark.parametrize("modality", sh.VECTOR_MODALITIES)

@@ -31,6 +31,9 @@ FRAME_PX = 640
 PANEL_PX = 320
 GRID_COLUMNS = 4
 TITLE_PX = 64
+GRID_TICKS = 3  # ticks per axis of a grid panel
+#: Axis labels of the plot coordinates (-x, z, y), metres.
+AXIS_LABELS = ("-x (m)", "z (m)", "y (m)")
 VECTOR_SHARE = 0.25  # the 99th-percentile vector length, as a share of the body's extent
 
 
@@ -114,6 +117,7 @@ class Scene:
     def __init__(self, sample: Sample, frames, view=DEFAULT_VIEW, panels=None):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
 
         self.sample, self.frames = sample, np.asarray(frames)
         self.scale = vector_scale(sample, self.frames)
@@ -139,10 +143,12 @@ class Scene:
             ax.view_init(*view)
             ax.set_proj_type("ortho")  # no perspective: one scale for near and far bodies
             small = panels is not None
-            for axis, text in zip((ax.xaxis, ax.yaxis, ax.zaxis), ("-x (m)", "z (m)", "y (m)")):
+            for axis, text in zip((ax.xaxis, ax.yaxis, ax.zaxis), AXIS_LABELS):
                 axis.set_tick_params(labelsize=5 if small else 7, pad=0)
-                if not small:
-                    axis.set_label_text(text, fontsize=8)
+                if small:  # a 320-pixel panel: three ticks an axis, or the depth ticks overlap
+                    axis.set_major_locator(MaxNLocator(GRID_TICKS))
+                axis.set_label_text(text, fontsize=6 if small else 8)
+                axis.labelpad = -6 if small else 4  # close to the ticks in a small panel
             self.axes.append(ax)
             self._artists.append(self._make_artists(ax))
         self._headline = f"{sample.name}  ·  {sample.label_name}  (label {sample.label})"
