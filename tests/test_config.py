@@ -28,6 +28,10 @@ def test_paper_configs(bench, classes):
     assert student.distill.teacher_mode == "train" and student.distill.omega_queue == "bone"
     sclr = load_config(CONFIGS / bench / "skeletonclr.yaml")
     assert sclr.model.modalities == ("joint",)
+    crossclr = load_config(CONFIGS / bench / "crossclr.yaml")  # three streams, cross phase on, IKEM off
+    assert crossclr.model.modalities == ("joint", "motion", "bone") and crossclr.model.ikem is False
+    assert crossclr.model.cross_epoch == 150 < crossclr.optim.epochs == 300
+    assert crossclr.model.cross_phase_frozen_keys == ("joint", "bone") and crossclr.data.num_class == classes
     linear = load_config(CONFIGS / bench / "linear.yaml")
     assert (linear.linear.lr, linear.linear.epochs, linear.linear.milestones) == (3.0, 100, (80,))
     assert linear.data.num_class == classes
