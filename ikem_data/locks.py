@@ -6,7 +6,10 @@ file ``<path>.lock`` while a command writes ``path``, and records who holds it i
 with that record in the message. The OS releases the lock when its holder dies, even by
 ``kill -9``, so a lock is never stale: the next writer takes it over and says so. The lock
 sits beside ``path``, not inside it, so replacing a store does not remove the lock that
-guards the replacement. Locks are advisory and need a file system with working ``flock``
+guards the replacement. A clean release deletes both files (only a killed holder leaves a
+``.lock`` behind, which the next writer takes over and deletes): the file is unlinked while
+still locked, and a writer that locked a file unlinked under it (it opened the old file just
+before) sees that the path no longer names the file it holds and locks the new one. Locks are advisory and need a file system with working ``flock``
 (local disks; some network file systems do not provide it).
 """
 
@@ -31,6 +34,31 @@ def lock_paths(path) -> tuple[Path, Path]:
     """``(<path>.lock, <path>.lock.json)``: the lock file and its holder record."""
     path = Path(path)
     return path.with_name(path.name + ".lock"), path.with_name(path.name + ".lock.json")
+
+
+#: Times a writer retries when the lock file it locked was deleted by a releasing holder.
+RELOCK_ATTEMPTS = 5
+
+
+def _inode(path: Path) -> int | None:
+    """The inode ``path`` names now (None: no such file)."""
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _lock(lock_file: Path):
+    """A held ``FileLock`` on the file ``lock_file`` names now (see the module docstring), or
+    ``filelock.Timeout`` when another process holds it."""
+    for _ in range(RELOCK_ATTEMPTS):
+        held = {}
+        lock = FileLock(str(lock_file), timeout=0, on_acquired=lambda fd: held.update(inode=os.fstat(fd).st_ino))
+        lock.acquire()
+        if _inode(lock_file) == held.get("inode"):
+            return lock
+        lock.release()  # we hold a file its last holder deleted on release: lock the one the path names now
+    raise Timeout(str(lock_file))
 
 
 def _holder(record_file: Path) -> dict:
@@ -62,9 +90,8 @@ def exclusive(path, what="store", log=None):
     """
     lock_file, record_file = lock_paths(path)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_file), timeout=0)
     try:
-        lock.acquire()
+        lock = _lock(lock_file)
     except Timeout:
         raise LockedError(f"{what} {path} is being written by another process ({_describe(_holder(record_file))}); "
                           "wait for it to finish or stop it (its lock goes with it)") from None
@@ -78,4 +105,5 @@ def exclusive(path, what="store", log=None):
         yield
     finally:
         record_file.unlink(missing_ok=True)
+        lock_file.unlink(missing_ok=True)  # while still locked: see the module docstring
         lock.release()
