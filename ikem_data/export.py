@@ -149,8 +149,9 @@ def export_pyskl(store_path, to, overwrite=False, dtype="float32", block=None):
         dict with ``samples``, ``splits`` ({pyskl name: count}) and ``path``.
 
     Raises:
-        ExportError: the store's gendata is not complete, ``to`` exists (without
-            ``overwrite``) or is a folder, or an unknown dtype.
+        ExportError: the store's gendata is not complete, the store is not of NTU RGB+D
+            (pyskl files hold NTU names and splits), ``to`` exists (without ``overwrite``) or
+            is a folder, or an unknown dtype.
         FileNotFoundError, ValueError: no store at ``store_path`` / not an ikem store.
     """
     if dtype not in PYSKL_DTYPES:
@@ -168,6 +169,10 @@ def export_pyskl(store_path, to, overwrite=False, dtype="float32", block=None):
         dataset = gen.get("dataset") or (gen.get("params") or {}).get("dataset")
         if dataset is None:  # a store that does not say: its benchmark names do
             dataset = "ntu120" if any(b.startswith("ntu120") for b in store.benchmarks()) else "ntu60"
+        if dataset not in pyskl.PYSKL_BENCHMARKS:  # pyskl's reader (and ours) take NTU names and splits only
+            raise ExportError(f"store {store.path} holds {dataset} recordings; --format pyskl writes NTU RGB+D "
+                              f"annotations (NTU sample names, {', '.join(pyskl.PYSKL_BENCHMARKS)} splits), the only "
+                              "kind pyskl and `ikem-data gendata --input-format pyskl` read: use --format reference")
         names = store.names()
         labels = np.asarray(store["raw/label"][:], dtype=np.int64)
         frames = np.asarray(store["raw/frames"][:], dtype=np.int64)

@@ -135,3 +135,19 @@ def test_an_interrupted_pyskl_export_leaves_the_old_file(tmp_path, store_path, m
     with pytest.raises(KeyboardInterrupt):
         export_pyskl(store_path, target, overwrite=True)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir() if "pkl" in p.name] == ["s.pkl"]
+
+
+def test_pyskl_export_of_a_store_that_is_not_ntu_is_refused(tmp_path):
+    """The bundled Kinect clips exported as pyskl gave a file that gendata --input-format pyskl
+    refused (names and splits are not NTU's); now the export says so and writes nothing."""
+    from ikem_data.demo_clips import write_demo_clips
+    from ikem_data.gendata.run import gendata
+
+    labels = write_demo_clips(tmp_path / "input", window=30, stride=15, block=45)
+    store = tmp_path / "kinect.zarr"
+    gendata(str(labels.parent / "clips"), str(store), input_format="kinect-csv", labels=str(labels), max_bodies=1,
+            workers=1, progress=False, log=lambda *a: None)
+    result = CliRunner().invoke(main, ["export", str(store), "--format", "pyskl", "--to", str(tmp_path / "k.pkl")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "holds kinect recordings; --format pyskl writes NTU RGB+D annotations" in result.output
+    assert "use --format reference" in result.output and not list(tmp_path.glob("*.pkl*"))
