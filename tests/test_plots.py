@@ -254,3 +254,16 @@ def test_tsne_title_says_collapse_and_bn_statistics(run, tmp_path):
                   overrides=SMALL + ["evaluation.bn_recalibrate=true"], **quiet)
     assert not fixed["feature_health"]["joint"]["collapsed"]
     assert fixed["title"].endswith("features not collapsed, BN statistics recomputed on train")
+
+
+def test_a_linear_curve_and_results_json_name_one_thing_alike(run):
+    """`top-1 joint` on the curves once meant one head of the fused classifier while results.json's
+    per_modality_top1 meant each modality's own classifier. Now the curve's metric is head_top1/<m>
+    (labelled "head of the fused classifier"), no metric is called top1/<m>, and the fused
+    top-1 drawn at the last epoch is results.json's final top-1."""
+    records = pl.read_metrics(run["linear"])
+    results = json.loads((run["linear"] / "results.json").read_text())
+    assert not any(key.startswith("top1/") for record in records for key in record)
+    assert {key for key in records[-1] if key.startswith("head_top1/")} == {"head_top1/joint", "head_top1/bone"}
+    assert records[-1]["epoch"] == results["final"]["epoch"] and records[-1]["top1"] == results["final"]["top1"]
+    assert set(results["per_modality_top1"]) == {"joint", "bone"}
