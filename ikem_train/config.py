@@ -175,6 +175,10 @@ class FinetuneConfig:
 
     label_fraction: Optional[float] = Field(None, gt=0, le=1)  # None: every train label
     eval_interval: int = Field(5, gt=0)
+    # dropout of the encoders while fine-tuning; None: the model's (the checkpoint's, or
+    # model.dropout from scratch), which a checkpoint's model section would otherwise fix
+    dropout: Optional[float] = Field(None, ge=0, lt=1)
+    epochs: Optional[int] = Field(None, gt=0)  # None: optim.epochs (the lr steps at optim.milestones either way)
 
 
 @dataclass(config=_STRICT)

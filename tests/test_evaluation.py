@@ -365,3 +365,20 @@ def test_evaluation_batches_never_start_more_workers_than_cores(tmp_path, monkey
     monkeypatch.setattr(features, "make_loader", make_loader)
     n = sum(len(x) for x, _, _ in features.eval_batches(dataset, 2, "cpu", num_workers=10_000))
     assert n == len(dataset) and asked == [features.usable_cores()] and asked[0] < 10_000
+
+
+def test_finetune_has_its_own_dropout_and_epochs(pretrained, tmp_path):
+    """finetune.dropout / finetune.epochs set what a checkpoint's model section and the shared
+    optim section would otherwise fix (a pretrained encoder's dropout could not be changed)."""
+    import yaml
+
+    store, checkpoint = pretrained
+    res = jobs.finetune(store, "ntu60-xsub", tmp_path / "ft", checkpoint=checkpoint,
+                        overrides=SMALL + ["finetune.dropout=0", "finetune.epochs=2"], **quiet)
+    recorded = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())
+    assert recorded["model"]["dropout"] == 0 and recorded["optim"]["epochs"] == 2
+    assert load_checkpoint(checkpoint)["config"]["model"]["dropout"] == 0.5
+    assert res["final"]["epoch"] == 2
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(set(epochs)) == [1, 2]
+    assert load_checkpoint(tmp_path / "ft" / "last.pt")["config"]["model"]["dropout"] == 0

@@ -4,6 +4,7 @@ supervised from scratch).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -21,7 +22,10 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
              overrides=(), resume=False, log=print) -> dict:
     """Fine-tune encoders and new classifiers end to end on the train split's labels.
 
-    ``finetune.label_fraction`` (``--label-fraction``) fine-tunes on a seeded per-class
+    ``finetune.dropout`` replaces the encoders' dropout while fine-tuning (None: the
+    checkpoint's, or ``model.dropout`` from scratch), ``finetune.epochs`` the number of
+    epochs (None: ``optim.epochs``). ``finetune.label_fraction``
+    (``--label-fraction``) fine-tunes on a seeded per-class
     subset (semi-supervised; the drawn store indices are saved as
     ``labelled_train_indices.npy``); ``from_scratch`` trains randomly initialised
     encoders (the supervised baseline). The schedule is the ``optim`` section; the val
@@ -54,7 +58,11 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
     cfg = load_config(config, overrides, base["config"] if base else None)
     ck, names, source_model = encoder_source(cfg, store, checkpoint, modalities)
     pretrained = None if ck is None else ev.load_encoders(ck, names)  # strict: each key present, no other
+    if cfg.finetune.dropout is not None:  # a training setting: the run's model section records what was used
+        source_model = {**source_model, "dropout": cfg.finetune.dropout}
     cfg = with_model(cfg, source_model)
+    if cfg.finetune.epochs is not None:  # the loop, its checkpoints and resume read optim.epochs
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, epochs=cfg.finetune.epochs))
     model_cfg = config_to_dict(cfg)["model"]
     store_params = ev.check_store_agrees(store, model_cfg, None if ck is None else ck.get("store_params"))
     with job_processes(cfg, log) as (env, log):
