@@ -178,7 +178,10 @@ class FinetuneConfig:
     # dropout of the encoders while fine-tuning; None: the model's (the checkpoint's, or
     # model.dropout from scratch), which a checkpoint's model section would otherwise fix
     dropout: Optional[float] = Field(None, ge=0, lt=1)
-    epochs: Optional[int] = Field(None, gt=0)  # None: optim.epochs (the lr steps at optim.milestones either way)
+    # the schedule's length and lr steps; None: optim.epochs / optim.milestones. A longer run
+    # on the pretraining's milestones would spend its added epochs at the stepped-down lr.
+    epochs: Optional[int] = Field(None, gt=0)
+    milestones: Optional[tuple[int, ...]] = None
 
 
 @dataclass(config=_STRICT)

@@ -368,15 +368,19 @@ def test_evaluation_batches_never_start_more_workers_than_cores(tmp_path, monkey
 
 
 def test_finetune_has_its_own_dropout_and_epochs(pretrained, tmp_path):
-    """finetune.dropout / finetune.epochs set what a checkpoint's model section and the shared
+    """finetune.dropout / .epochs / .milestones set what a checkpoint's model section and the shared
     optim section would otherwise fix (a pretrained encoder's dropout could not be changed)."""
     import yaml
 
     store, checkpoint = pretrained
     res = jobs.finetune(store, "ntu60-xsub", tmp_path / "ft", checkpoint=checkpoint,
-                        overrides=SMALL + ["finetune.dropout=0", "finetune.epochs=2"], **quiet)
+                        overrides=SMALL + ["finetune.dropout=0", "finetune.epochs=2", "finetune.milestones=[1]"], **quiet)
     recorded = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())
     assert recorded["model"]["dropout"] == 0 and recorded["optim"]["epochs"] == 2
+    assert recorded["optim"]["milestones"] == [1]
+    lrs = {json.loads(line)["epoch"]: json.loads(line).get("lr")
+           for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines() if "lr" in json.loads(line)}
+    assert lrs[2] == pytest.approx(lrs[1] * recorded["optim"]["gamma"])  # stepped down after epoch 1
     assert load_checkpoint(checkpoint)["config"]["model"]["dropout"] == 0.5
     assert res["final"]["epoch"] == 2
     epochs = [json.loads(line)["epoch"] for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]

@@ -23,8 +23,8 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
     """Fine-tune encoders and new classifiers end to end on the train split's labels.
 
     ``finetune.dropout`` replaces the encoders' dropout while fine-tuning (None: the
-    checkpoint's, or ``model.dropout`` from scratch), ``finetune.epochs`` the number of
-    epochs (None: ``optim.epochs``). ``finetune.label_fraction``
+    checkpoint's, or ``model.dropout`` from scratch), ``finetune.epochs`` and
+    ``finetune.milestones`` the schedule (None: ``optim.epochs``, ``optim.milestones``). ``finetune.label_fraction``
     (``--label-fraction``) fine-tunes on a seeded per-class
     subset (semi-supervised; the drawn store indices are saved as
     ``labelled_train_indices.npy``); ``from_scratch`` trains randomly initialised
@@ -61,8 +61,10 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
     if cfg.finetune.dropout is not None:  # a training setting: the run's model section records what was used
         source_model = {**source_model, "dropout": cfg.finetune.dropout}
     cfg = with_model(cfg, source_model)
-    if cfg.finetune.epochs is not None:  # the loop, its checkpoints and resume read optim.epochs
-        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, epochs=cfg.finetune.epochs))
+    schedule = {key: getattr(cfg.finetune, key) for key in ("epochs", "milestones")
+                if getattr(cfg.finetune, key) is not None}
+    if schedule:  # the loop, its checkpoints and resume read the optim section
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, **schedule))
     model_cfg = config_to_dict(cfg)["model"]
     store_params = ev.check_store_agrees(store, model_cfg, None if ck is None else ck.get("store_params"))
     with job_processes(cfg, log) as (env, log):
