@@ -9,9 +9,10 @@ from dataclasses import asdict
 
 from ikem_data.names import MODALITIES
 from ikem_train.checkpoint import CheckpointError, load_checkpoint, seed_everything
-from ikem_train.config import config_from_dict, config_to_dict, load_config
+from ikem_train.config import config_to_dict, load_config
 from ikem_train.eval import features as ev
-from ikem_train.jobs.common import job_processes, on_processes, recorded_store_params, resume_base, train_split, with_model, with_store_layout
+from ikem_train.jobs.common import (job_processes, on_processes, recorded_store_params, resume_base, train_split,
+                                    umurl_config, with_model, with_store_layout)
 from ikem_train.training.loop import run_folder, train
 
 
@@ -45,32 +46,6 @@ def pretrain(store, benchmark, run_dir, *, config=None, overrides=(), resume=Fal
                            extra={"store": str(store), "benchmark": benchmark, "store_params": recorded_store_params(store)})
             return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
 
-
-
-def umurl_config(cfg, store):
-    """``cfg`` with ``umurl.persons`` the store's body slots, after checking the store for UmURL.
-
-    Raises:
-        StoreError: the store's ``t_length`` is not ``umurl.t_length`` (UmURL: 64 frames), or
-            ``umurl.persons`` is given and is not the store's.
-    """
-    from ikem_data.store import open_store
-    from ikem_train.data.datasets import StoreError, check_store
-
-    with open_store(store, "r") as s:
-        check_store(s, ("joint",))
-        persons = int(s["modalities/joint"].shape[-1])
-    t_length = recorded_store_params(store).get("t_length")
-    want = cfg.umurl.t_length
-    if t_length != want:
-        raise StoreError(f"store {store} holds sequences of t_length={t_length} frames but UmURL takes "
-                         f"umurl.t_length={want}: build a store with `ikem-data modalities --from {store} "
-                         f"--out NEW --t-length {want}`")
-    if cfg.umurl.persons not in (None, persons):
-        raise StoreError(f"umurl.persons is {cfg.umurl.persons} but store {store} holds {persons} body slot(s)")
-    plain = config_to_dict(cfg)
-    plain["umurl"]["persons"] = persons
-    return config_from_dict(plain)
 
 
 def _pretrain_umurl(store, benchmark, run_dir, cfg, resume, log) -> dict:
