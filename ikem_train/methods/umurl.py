@@ -295,3 +295,33 @@ def umurl_lr(epoch: int, umurl_cfg, optim_cfg) -> float:
     if umurl_cfg.warmup_epochs and epoch <= umurl_cfg.warmup_epochs:
         lr *= epoch / umurl_cfg.warmup_epochs
     return lr
+
+
+class UmURLFinetuneModel(nn.Module):
+    """A UmURL backbone and a ``Linear(2h, num_class)`` per feature, logits averaged (UmURL
+    ``Downstream``: the fused feature and one classifier), for fine-tuning.
+
+    Args:
+        backbone: :class:`ikem_train.nets.umurl.UmURLBackbone` keyword arguments.
+        features: feature names (``multimodal``, ``joint``, ``bone``, ``motion``).
+        num_class: C.
+
+    State dict: ``backbone.*`` (what evaluation loads), ``heads.<feature>.*``.
+    """
+
+    inputs = ("view1", "frames", "label")
+
+    def __init__(self, backbone: dict, features, num_class: int):
+        super().__init__()
+        self.backbone = UmURLBackbone(**backbone)
+        self.features = tuple(features)
+        self.heads = nn.ModuleDict({m: nn.Linear(self.backbone.feature_dim, num_class) for m in self.features})
+
+    def logits(self, x: dict) -> torch.Tensor:
+        """(K, N, C) logits of each feature from ``x`` = {feature: (N, 3, T, V, M) joints}."""
+        return torch.stack([self.heads[m](self.backbone.feature(x[m], m)) for m in self.features])
+
+    def forward(self, view1, frames, label, epoch):
+        """Cross-entropy of the averaged logits; view1 (N, 3, T, V, M) augmented joints, label (N,)."""
+        loss = F.cross_entropy(self.logits({m: view1 for m in self.features}).mean(0).float(), label)
+        return {"loss": loss}
