@@ -388,3 +388,49 @@ def test_finetune_trains_the_backbone_and_its_checkpoint_evaluates(store, pretra
     knn = jobs.knn(store, BENCH, tmp_path / "knn", checkpoint=tmp_path / "ft" / "last.pt",
                    overrides=["data.num_workers=0"], log=_quiet)
     assert set(knn["top1"]) == {MULTIMODAL}
+
+
+# -- two gloo processes equal one -------------------------------------------------------------
+
+# Augmentations that draw the same views in every process (a full-length crop, no shear, no
+# corruption); global batch 8 on 16 samples: 2 steps per epoch, 2 epochs.
+SAME_VIEWS = ["umurl.crop_ratio_min=1", "umurl.crop_ratio_max=1", "umurl.spatial_amplitude=0",
+              "umurl.corrupted_joints=0", "optim.epochs=2", "run.dist_timeout=30"]
+
+
+def _in_float64(patch=setattr):
+    """Parameters and the loader's views in float64 (as test_distributed: the float32 sums of a
+    batch split over two processes come out in another order)."""
+    torch.set_default_dtype(torch.float64)
+    original = um.UmURLDataset.__getitem__
+
+    def getitem(self, item):
+        return {k: v.double() if v.is_floating_point() else v for k, v in original(self, item).items()}
+
+    patch(um.UmURLDataset, "__getitem__", getitem)
+
+
+def _two_process_worker(rank, store, root):
+    _in_float64()
+    jobs.pretrain(store, BENCH, root / "two", overrides=TINY + SAME_VIEWS, log=_quiet)
+
+
+def test_two_processes_equal_one_with_the_same_global_batch(store, tmp_path, monkeypatch):
+    """The projections are gathered with their gradients and the projectors' BatchNorm is
+    synchronized: 2 processes x batch 4 give the weights and losses of 1 process x batch 8."""
+    from test_distributed import _spawn
+
+    _in_float64(monkeypatch.setattr)
+    try:
+        jobs.pretrain(store, BENCH, tmp_path / "one", overrides=TINY + SAME_VIEWS, log=_quiet)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    _spawn(_two_process_worker, store, tmp_path, limit=90.0)
+    one, two = (load_checkpoint(tmp_path / run / "last.pt") for run in ("one", "two"))
+    assert two["world_size"] == 2 and one["model"].keys() == two["model"].keys()
+    for key in one["model"]:
+        torch.testing.assert_close(two["model"][key], one["model"][key], atol=1e-7, rtol=1e-7, msg=key)
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+              for run in ("one", "two")]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
+    assert losses[0][1] != losses[0][0]  # the weights moved between the epochs
