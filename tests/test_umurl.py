@@ -434,3 +434,20 @@ def test_two_processes_equal_one_with_the_same_global_batch(store, tmp_path, mon
               for run in ("one", "two")]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
     assert losses[0][1] != losses[0][0]  # the weights moved between the epochs
+
+
+def test_equivalence_script_against_the_original_code_when_a_checkout_is_given():
+    """bench/umurl_equivalence.py against a checkout of HuiGuanLab/UmURL named by $IKEM_UMURL_REPO
+    (CI has none: skipped); small widths keep it quick."""
+    import os
+    import runpy
+    from pathlib import Path
+
+    repo = os.environ.get("IKEM_UMURL_REPO")
+    if not repo or not (Path(repo) / "umurl.py").is_file():
+        pytest.skip("set IKEM_UMURL_REPO to a checkout of https://github.com/HuiGuanLab/UmURL")
+    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "umurl_equivalence.py"))
+    try:
+        assert script["main"](["--umurl-repo", repo, "--hidden-size", "16", "--batch", "4"]) == 0
+    finally:
+        torch.set_default_dtype(torch.float32)

@@ -87,10 +87,11 @@ def tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def sinusoidal_positions(length: int, width: int) -> torch.Tensor:
-    """(1, length, width) float32 sinusoidal positions (Vaswani et al. 2017): even columns
-    ``sin(p / 10000^(2i/width))``, odd columns the cosine, as UmURL's ``PositionalEncoding``."""
-    position = torch.arange(length, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))
+    """(1, length, width) sinusoidal positions (Vaswani et al. 2017) in the default dtype: even
+    columns ``sin(p / 10000^(2i/width))``, odd columns the cosine, as UmURL's ``PositionalEncoding``."""
+    dtype = torch.get_default_dtype()
+    position = torch.arange(length, dtype=dtype)[:, None]
+    freq = torch.exp(torch.arange(0, width, 2, dtype=dtype) * (-math.log(10000.0) / width))
     table = torch.zeros(1, length, width)
     table[0, :, 0::2] = torch.sin(position * freq)
     table[0, :, 1::2] = torch.cos(position * freq)[:, : width // 2]
