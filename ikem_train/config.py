@@ -1,7 +1,7 @@
 """Run configs: pydantic dataclasses loaded from YAML, with ``--set a.b=value`` overrides.
 
 One schema serves every ``ikem-train`` command; each command reads the sections it needs
-(pretrain: data, model, optim, run; distill: data, distill, optim, run; linear: data,
+(pretrain: data, model, optim, run, and umurl with ``model.method: umurl``; distill: data, distill, optim, run; linear: data,
 linear, evaluation, run; knn: data, evaluation, run; finetune: data, model, optim,
 finetune, evaluation, run). Unknown keys are rejected with the list of valid ones.
 Defaults are the paper settings of the six-modality teacher (METHOD.md §6.5, §8, §9).

@@ -2,8 +2,10 @@
 
 ``train`` drives any module with the forward contract
 ``model(**{name: batch[name] for name in model.inputs}, epoch=epoch) -> {"loss": ..., "loss/<part>": ...}``
-(PretrainModel and DistillModel take ``view1, view2, frames``; FinetuneModel ``view1, frames, label``):
-SGD with a step schedule that is a plain function of the 1-based epoch, full batches
+(PretrainModel and DistillModel take ``view1, view2, frames``; FinetuneModel ``view1, frames, label``;
+UmURLModel ``view1 … view4``):
+SGD with a step schedule that is a plain function of the 1-based epoch (or the model's own
+``make_optimizer(params, cfg)`` and ``lr_at_epoch(epoch, cfg)``, UmURL's Adam and warm-up), full batches
 (drop_last), bf16 autocast on CUDA only, optional ``torch.compile``, tqdm progress,
 ``metrics.jsonl`` (and TensorBoard when asked and installed), atomic checkpoints
 (``last.pt`` every epoch, ``epoch<NNN>.pt`` every ``save_interval``) and exact resume.
