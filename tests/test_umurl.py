@@ -451,3 +451,39 @@ def test_equivalence_script_against_the_original_code_when_a_checkout_is_given()
         assert script["main"](["--umurl-repo", repo, "--hidden-size", "16", "--batch", "4"]) == 0
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+def test_cli_pretrain_method_and_one_line_refusals(store, pretrained, tmp_path):
+    from click.testing import CliRunner
+    from ikem_cli.train import main as ikem_train
+
+    common = ["--store", str(store), "--benchmark", BENCH]
+    sets = [arg for item in TINY[1:] + ["optim.epochs=1"] for arg in ("--set", item)]
+    ok = CliRunner().invoke(ikem_train, ["pretrain", *common, "--method", "umurl", *sets, "--run", str(tmp_path / "a")])
+    assert ok.exit_code == 0, ok.output
+    assert load_checkpoint(tmp_path / "a" / "last.pt")["config"]["model"]["method"] == "umurl"
+    for args, message in (
+            (["pretrain", *common, "--method", "simclr", "--run", str(tmp_path / "b")], "model.method: Input should be"),
+            (["distill", *common, "--teacher", str(pretrained), "--run", str(tmp_path / "b")], "is a UmURL checkpoint"),
+            (["linear", *common, "--checkpoint", str(pretrained), "--modalities", "multimodal,omega",
+              "--run", str(tmp_path / "b")], "UmURL features are multimodal, joint, bone, motion")):
+        result = CliRunner().invoke(ikem_train, args)
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
+def test_evaluation_refuses_a_store_of_another_t_length(pretrained, tmp_path):
+    other = write_synthetic_store(tmp_path / "t20.zarr", n_train=16, n_val=8, frames=20, persons=2)
+    from ikem_train.eval.features import EvaluationError
+
+    with pytest.raises(EvaluationError, match="t_length: store 20, checkpoint 12"):
+        jobs.knn(other, BENCH, tmp_path / "knn", checkpoint=pretrained, overrides=["data.num_workers=0"], log=_quiet)
+    assert not (tmp_path / "knn").exists()
+
+
+def test_embed_draws_the_fused_features(store, pretrained, tmp_path):
+    from ikem_train.pictures.embed import embed
+
+    res = embed(store, BENCH, tmp_path / "map.png", checkpoint=pretrained, overrides=["data.num_workers=0"],
+                log=_quiet)
+    assert res["modalities"] == [MULTIMODAL] and res["samples"] == 8 and (tmp_path / "map.png").is_file()
