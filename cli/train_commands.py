@@ -103,6 +103,8 @@ def _modality_list(modalities):
     """``--modalities`` checked here, so a typo is a usage error naming the option."""
     if modalities is None or modalities.strip() == "all":
         return modalities
+    if "multimodal" in [part.strip() for part in modalities.split(",")]:  # UmURL features: the job checks them
+        return modalities
     from ikem_data.names import resolve_modalities
 
     try:
@@ -119,16 +121,19 @@ def _flag(value):
 @_common
 @_modalities_option("Comma-separated modalities, or 'all' for the six (alias omega = angular_velocity). "
                     "Default: the config's model.modalities.")
+@click.option("--method", default=None,
+              help="ikem (default: SkeletonCLR, CrosSCLR, IKEM) or umurl (UmURL; use configs/<benchmark>/umurl.yaml "
+                   "for its paper settings). Sets model.method.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last.pt, exactly.")
 @click.option("--compile", "compile_", is_flag=True, help="Run the model through torch.compile.")
 @friendly_errors
-def pretrain(store, benchmark, config_path, overrides, run_dir, device, modalities, resume, compile_):
-    """Self-supervised pretraining: SkeletonCLR (one modality), CrosSCLR or IKEM (several)."""
+def pretrain(store, benchmark, config_path, overrides, run_dir, device, modalities, method, resume, compile_):
+    """Self-supervised pretraining: SkeletonCLR (one modality), CrosSCLR or IKEM (several), or UmURL."""
     from ikem_train import jobs
 
     names = _modality_list(modalities)
     settings = {"model.modalities": f"[{','.join(names)}]" if isinstance(names, list) else names,
-                "run.compile": _flag(compile_)}
+                "model.method": method, "run.compile": _flag(compile_)}
     res = jobs.pretrain(store, benchmark, run_dir, config=config_path, overrides=_overrides(overrides, device, **settings),
                         resume=resume, log=click.echo)
     if _rank() == 0:
@@ -161,7 +166,8 @@ def _frozen_options(func):
                      help="Evaluate freshly initialised encoders instead (the no-pretraining baseline; seed "
                           "data.seed, widths and modalities from the config)."),
         _modalities_option("Comma-separated modalities or 'all' (= every encoder of the checkpoint, fused). "
-                           "Default: all of the checkpoint's."),
+                           "Default: all of the checkpoint's. A UmURL checkpoint: multimodal (its fused feature, "
+                           "the default), joint, bone, motion, or all."),
         click.option("--bn-recalibrate", is_flag=True,
                      help="Recompute the encoders' BatchNorm running statistics over the train split before "
                           "freezing them (off in the reference; recorded in results.json)."),

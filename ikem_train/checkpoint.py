@@ -183,4 +183,5 @@ def load_checkpoint(path, kind=None, map_location="cpu") -> dict:
     if payload["kind"] in ("pretrain", "distill", "finetune") and isinstance(model_cfg, dict):
         model_cfg.setdefault("graph_partition", LEGACY_GRAPH_PARTITION)
         model_cfg.setdefault("layout", DEFAULT_LAYOUT)  # every checkpoint before layouts were recorded
+        model_cfg.setdefault("method", "ikem")  # every checkpoint before UmURL
     return payload

@@ -62,6 +62,32 @@ def with_store_layout(cfg: Config, store) -> Config:
     return config_from_dict(plain)
 
 
+def umurl_config(cfg, store):
+    """``cfg`` with ``umurl.persons`` the store's body slots, after checking the store for UmURL.
+
+    Raises:
+        StoreError: the store's ``t_length`` is not ``umurl.t_length`` (UmURL: 64 frames), or
+            ``umurl.persons`` is given and is not the store's.
+    """
+    from ikem_data.store import open_store
+    from ikem_train.data.datasets import StoreError, check_store
+
+    with open_store(store, "r") as s:
+        check_store(s, ("joint",))
+        persons = int(s["modalities/joint"].shape[-1])
+    t_length = recorded_store_params(store).get("t_length")
+    want = cfg.umurl.t_length
+    if t_length != want:
+        raise StoreError(f"store {store} holds sequences of t_length={t_length} frames but UmURL takes "
+                         f"umurl.t_length={want}: build a store with `ikem-data modalities --from {store} "
+                         f"--out NEW --t-length {want}`")
+    if cfg.umurl.persons not in (None, persons):
+        raise StoreError(f"umurl.persons is {cfg.umurl.persons} but store {store} holds {persons} body slot(s)")
+    plain = config_to_dict(cfg)
+    plain["umurl"]["persons"] = persons
+    return config_from_dict(plain)
+
+
 def with_model(cfg: Config, model_cfg: dict) -> Config:
     """``cfg`` with its ``model`` section replaced (encoders follow their checkpoint)."""
     plain = config_to_dict(cfg)
@@ -126,7 +152,9 @@ def encoder_source(cfg: Config, store, checkpoint, modalities):
     A checkpoint (pretrain, distill or finetune) gives the ``modalities`` asked for (None or
     ``"all"``: all of its encoders) and its ``model`` section; without one, the random
     encoders take ``modalities`` (default ``model.modalities``) and the config's ``model``
-    section on the store's layout.
+    section on the store's layout. UmURL (``model.method: umurl``, in the checkpoint or the
+    config) gives features (:func:`ikem_train.eval.features.umurl_features`: default the
+    fused ``multimodal`` one) and its model section carries the ``umurl`` section under ``"umurl"``.
 
     Raises:
         CheckpointError: see :func:`load_checkpoint`; EvaluationError: a modality the
@@ -134,6 +162,12 @@ def encoder_source(cfg: Config, store, checkpoint, modalities):
     """
     if checkpoint is not None:
         ck = load_checkpoint(checkpoint, kind=ev.CHECKPOINT_KINDS)
-        return ck, ev.checkpoint_modalities(ck, modalities), ck["config"]["model"]
+        model_cfg = ck["config"]["model"]
+        if ev.is_umurl(model_cfg):  # the umurl section travels with the model section
+            model_cfg = {**model_cfg, "umurl": ck["config"]["umurl"]}
+        return ck, ev.checkpoint_modalities(ck, modalities), model_cfg
+    if cfg.model.method == "umurl":
+        plain = config_to_dict(umurl_config(with_store_layout(cfg, store), store))
+        return None, ev.umurl_features(modalities), {**plain["model"], "umurl": plain["umurl"]}
     names = resolve_modalities(cfg.model.modalities if modalities in (None, "all") else modalities)
     return None, names, config_to_dict(with_store_layout(cfg, store))["model"]

@@ -51,8 +51,9 @@ class FrozenFeatures:
         self.encoders, self.names, self.model_cfg, trained_on, self.source = _encoders(
             cfg, store, checkpoint, random_init, modalities)
         self.store_params = ev.check_store_agrees(store, self.model_cfg, trained_on)
-        self.train_ds = ModalityDataset(store, benchmark, "train", self.names)
-        self.val_ds = ModalityDataset(store, benchmark, "val", self.names)
+        self.inputs = ev.input_modalities(self.encoders)  # the store arrays the encoders read
+        self.train_ds = ModalityDataset(store, benchmark, "train", self.inputs)
+        self.val_ds = ModalityDataset(store, benchmark, "val", self.inputs)
         self.num_class = count_classes(cfg, self.train_ds.labels, self.val_ds.labels)
         self.store, self.benchmark, self.cfg = store, benchmark, cfg
 
