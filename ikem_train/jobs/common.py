@@ -28,7 +28,7 @@ def resume_base(run_dir, resume: bool) -> dict | None:
         return None
     path = Path(run_dir) / "last.pt"
     if path.is_file():
-        return load_checkpoint(path)
+        return load_checkpoint(path, resume=True)  # what continuing needs is checked before anything starts
     saved = Path(run_dir) / "config.yaml"
     if saved.is_file():
         return {"config": read_yaml(saved)}  # the config files' strict reading (it is one)
