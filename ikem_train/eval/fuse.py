@@ -36,7 +36,8 @@ def parse_run_spec(spec: str) -> tuple[Path, float]:
 
 
 def load_scores(run_dir) -> dict:
-    """Arrays of ``run_dir/scores.npz``, checked: ``fused`` (n, C) finite floats, ``label`` (n,) integers.
+    """Arrays of ``run_dir/scores.npz``, checked: ``fused`` (n, C) finite floats, ``label`` (n,) integers,
+    ``name`` present.
 
     Raises:
         FuseError: no scores file (run ``ikem-train linear`` first), or scores that are not
@@ -49,9 +50,10 @@ def load_scores(run_dir) -> dict:
                         "`ikem-train linear ... --run-dir NEW_FOLDER` and fuse that folder")
     with np.load(path, allow_pickle=False) as data:
         scores = {key: data[key] for key in data.files}
-    fused, label = scores.get("fused"), scores.get("label")
-    if fused is None or label is None:
-        raise FuseError(f"{path} lacks {'fused' if fused is None else 'label'}: not a linear evaluation's scores")
+    missing = [key for key in ("fused", "label", "name") if key not in scores]  # what fuse_runs reads
+    if missing:
+        raise FuseError(f"{path} lacks {', '.join(missing)}: not a linear evaluation's scores")
+    fused, label = scores["fused"], scores["label"]
     if fused.ndim != 2 or fused.dtype.kind != "f":
         raise FuseError(f"{path}: fused must be (n, C) float logits, got {fused.dtype} of shape {fused.shape}")
     if label.ndim != 1 or label.dtype.kind not in "iu" or len(label) != len(fused):
