@@ -31,7 +31,7 @@ def check_output_file(path, option: str = "--out") -> Path:
     path = Path(path)
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the latter: a file where a folder of the path should be
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
         raise OutputError(f"{option} {path} is {_kind(mode)}; give the name of a file to write")
@@ -39,7 +39,7 @@ def check_output_file(path, option: str = "--out") -> Path:
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise OutputError(f"{option} {path}: {ancestor} is a file, not a folder, so {path.parent} cannot be made")
+        raise OutputError(f"{option} {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {path}: no permission to write into {ancestor}")
     return path

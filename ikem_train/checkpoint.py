@@ -185,7 +185,8 @@ def load_checkpoint(path, kind=None, map_location="cpu", resume=False) -> dict:
             raise CheckpointError(
                 f"{path} is a {payload['kind']!r} checkpoint; this command needs {' or '.join(map(repr, kinds))}"
             )
-    model_cfg = (payload.get("config") or {}).get("model")
+    config = payload.get("config")
+    model_cfg = config.get("model") if isinstance(config, dict) else None  # entry_problem names a non-mapping
     if payload["kind"] in ("pretrain", "distill", "finetune") and isinstance(model_cfg, dict):
         model_cfg.setdefault("graph_partition", LEGACY_GRAPH_PARTITION)
         model_cfg.setdefault("layout", DEFAULT_LAYOUT)  # every checkpoint before layouts were recorded

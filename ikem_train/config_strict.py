@@ -61,7 +61,7 @@ class StrictLoader(yaml.SafeLoader):
             raise self._refuse(event.start_mark, f"YAML anchors (&{event.anchor[:40]}) are not allowed in a "
                                                  "config; write each value out")
         if getattr(event, "tag", None) is not None:
-            raise self._refuse(event.start_mark, f"YAML tags ({quote(event.tag, 60)}) are not allowed in a config; "
+            raise self._refuse(event.start_mark, f"YAML tags ({event.tag[:60]}) are not allowed in a config; "
                                                  "write plain values")
         return super().compose_node(parent, index)
 
