@@ -36,8 +36,7 @@ def parse_run_spec(spec: str) -> tuple[Path, float]:
 
 
 def load_scores(run_dir) -> dict:
-    """Arrays of ``run_dir/scores.npz``, checked: ``fused`` (n, C) finite floats, ``label`` (n,) integers,
-    ``name`` present.
+    """Arrays of ``run_dir/scores.npz``, checked: ``fused`` (n, C) finite floats, ``label`` (n,) integers.
 
     Raises:
         FuseError: no scores file (run ``ikem-train linear`` first), or scores that are not
@@ -50,10 +49,9 @@ def load_scores(run_dir) -> dict:
                         "`ikem-train linear ... --run-dir NEW_FOLDER` and fuse that folder")
     with np.load(path, allow_pickle=False) as data:
         scores = {key: data[key] for key in data.files}
-    missing = [key for key in ("fused", "label", "name") if key not in scores]  # what fuse_runs reads
-    if missing:
-        raise FuseError(f"{path} lacks {', '.join(missing)}: not a linear evaluation's scores")
-    fused, label = scores["fused"], scores["label"]
+    fused, label = scores.get("fused"), scores.get("label")
+    if fused is None or label is None:
+        raise FuseError(f"{path} lacks {'fused' if fused is None else 'label'}: not a linear evaluation's scores")
     if fused.ndim != 2 or fused.dtype.kind != "f":
         raise FuseError(f"{path}: fused must be (n, C) float logits, got {fused.dtype} of shape {fused.shape}")
     if label.ndim != 1 or label.dtype.kind not in "iu" or len(label) != len(fused):
@@ -93,6 +91,8 @@ def fuse_runs(specs, softmax: bool = False) -> dict:
     rows, total, ref = [], None, None
     for run_dir, weight in specs:
         data = load_scores(run_dir)
+        if "name" not in data:  # fusing compares the samples by name (a bare KeyError printed "Error: name")
+            raise FuseError(f"{Path(run_dir) / 'scores.npz'} lacks name: not a linear evaluation's scores")
         scores = data["fused"].astype(np.float64)
         if softmax:
             scores = _softmax(scores)
