@@ -34,7 +34,7 @@ def check_output_file(path, option: str = "--out") -> Path:
     except (FileNotFoundError, NotADirectoryError):  # the latter: a file where a folder of the path should be
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
-        raise OutputError(f"{option} {path} is {_kind(mode)}; give the name of a file to write")
+        raise OutputError(f"{option} {path} is {_kind(mode)}, not a file that can be written")
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent

@@ -407,14 +407,23 @@ def test_class8_outputs_are_checked_before_the_work(real_store, real_run, tmp_pa
     for out in ["taken.gif", "file/a.gif"]:
         result = CliRunner().invoke(ikem_data, ["show", str(real_store), "--sample", "0", "--out",
                                                 str(tmp_path / out)])
-        expected = (f"--out {tmp_path / out} is a folder; give the name of a file to write" if out == "taken.gif"
+        expected = (f"--out {tmp_path / out} is a folder, not a file that can be written" if out == "taken.gif"
                     else f"--out {tmp_path / out}: {tmp_path / 'file'} is a file, not a folder")
         _one_line_error(result, expected)
     run, _ = real_run
     result = CliRunner().invoke(ikem_train, ["embed", "--store", str(real_store), "--benchmark", "ntu60-xsub",
                                              "--checkpoint", str(run / "last.pt"), "--out", str(tmp_path / "map.png"),
                                              "--device", "cpu"])
-    _one_line_error(result, f"--out {tmp_path / 'map.png'} is a folder; give the name of a file to write")
+    _one_line_error(result, f"--out {tmp_path / 'map.png'} is a folder, not a file that can be written")
+    plotted = tmp_path / "plotted"
+    shutil.copytree(run, plotted)
+    (plotted / "curves.png").mkdir()
+    before = _digest(plotted)
+    result = CliRunner().invoke(ikem_train, ["plot", str(plotted)])
+    _one_line_error(result, f"plot's output {plotted / 'curves.png'} is a folder, not a file that can be written")
+    assert _digest(plotted) == before and sorted(p.name for p in plotted.iterdir()) == sorted(
+        [p.name for p in run.iterdir()] + ["curves.png"])
+    shutil.rmtree(plotted)
     assert time.perf_counter() - start < 10  # refused before rendering (which took 12-24 s)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "map.png", "taken.gif"]
     assert not any((tmp_path / "taken.gif").iterdir()) and not any((tmp_path / "map.png").iterdir())
