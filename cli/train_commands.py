@@ -21,7 +21,8 @@ _HELP_SET = "Override a config value, e.g. --set optim.lr=0.05 (value parsed as 
 
 # Error types whose message is written for users; anything else keeps its traceback (a bug).
 _FRIENDLY = {"ConfigError", "TrainingError", "CheckpointError", "EvaluationError", "StoreError", "FuseError",
-             "DemoError", "EmbedError", "LockedError", "ValueError", "DistributedError", "PeerFailure"}
+             "DemoError", "EmbedError", "LockedError", "ValueError", "DistributedError", "PeerFailure",
+             "OutputError"}
 
 
 def _rank() -> int:
@@ -61,18 +62,16 @@ def friendly_errors(func):
         try:
             return func(*args, **kwargs)
         except KeyboardInterrupt:
-            if "resume" in kwargs:  # a training command: its last finished epoch is checkpointed
-                hint = "the last finished epoch's checkpoint is kept; rerun the same command with --resume to continue"
-            else:
-                hint = "nothing was finished; rerun it with a new --run-dir"
             if _rank() == 0:  # every process gets the Ctrl-C: one of them says how to go on
-                click.echo(f"\ninterrupted: {hint}", err=True)
+                click.echo(f"\ninterrupted: {_interrupted_hint(kwargs)}", err=True)
             raise SystemExit(130) from None
         except click.ClickException:
             raise
         except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
             if type(exc).__name__ not in _FRIENDLY and not isinstance(exc, (KeyError, FileNotFoundError)):
                 raise
+            if isinstance(exc, KeyError) and not _written_for_users(exc):
+                raise  # a bare KeyError('rng') is a lookup ikem failed to check: its traceback says where
             message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).replace("\n", " ")
             rank = _rank()
             if rank:
@@ -86,6 +85,30 @@ def friendly_errors(func):
             raise click.ClickException(message) from None
 
     return wrapper
+
+
+def _written_for_users(exc: KeyError) -> bool:
+    """True for a KeyError whose text is a sentence (e.g. a store's "no benchmark ..., it has ..."),
+    False for a bare key, which printed as "Error: rng" tells a user nothing."""
+    return bool(exc.args) and isinstance(exc.args[0], str) and " " in exc.args[0].strip()
+
+
+def _interrupted_hint(kwargs) -> str:
+    """What a Ctrl-C leaves, by what is in the run folder now (a checkpoint is promised only when
+    there is one: in epoch 1 there is none yet)."""
+    from pathlib import Path
+
+    if kwargs.get("run_dir") is None:
+        return "nothing was written"
+    run = Path(kwargs["run_dir"])
+    if "resume" not in kwargs:
+        return "nothing was finished; rerun it with a new --run-dir"
+    if (run / "last.pt").is_file():
+        return "the last finished epoch's checkpoint is kept; rerun the same command with --resume to continue"
+    if (run / "config.yaml").is_file():
+        return ("no epoch had finished, so there is no checkpoint yet; rerun the same command with --resume to start "
+                "it again from epoch 1")
+    return "nothing was written yet; rerun the same command"
 
 
 def _overrides(overrides, device=None, **settings):

@@ -15,6 +15,7 @@ over the target with ``os.replace``: a crash leaves the previous file intact.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import random
@@ -25,6 +26,9 @@ import numpy as np
 import torch
 
 from ikem_data.layouts import DEFAULT_LAYOUT
+from ikem_data.quoting import quote
+from ikem_train.config import ConfigError, config_from_dict
+from ikem_train.config_strict import FLOAT32_MAX
 from ikem_train.nets.graph import LEGACY_GRAPH_PARTITION
 
 KINDS = ("pretrain", "distill", "linear", "finetune", "knn")
@@ -137,7 +141,7 @@ def save_checkpoint(path, payload: dict) -> Path:
     return path
 
 
-def load_checkpoint(path, kind=None, map_location="cpu") -> dict:
+def load_checkpoint(path, kind=None, map_location="cpu", resume=False) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     A pretrain, distill or finetune checkpoint written before ``model.graph_partition`` existed
@@ -146,13 +150,15 @@ def load_checkpoint(path, kind=None, map_location="cpu") -> dict:
 
     Args:
         path: file. kind: expected kind or tuple of kinds (None: any).
+        resume: also check what continuing a run reads (optimizer, RNG states).
 
     The file is read with ``torch.load(weights_only=True)``: tensors, containers and
     scalars only, so a file whose pickle carries code is refused, never run.
 
     Raises:
         CheckpointError: missing or unreadable file, a file a safe load refuses, not an
-            ikem checkpoint, wrong kind.
+            ikem checkpoint, wrong kind, an entry of the wrong type or out of range
+            (:func:`entry_problem`; one line naming the file and the entry).
     """
     path = Path(path)
     if not path.is_file():
@@ -179,9 +185,73 @@ def load_checkpoint(path, kind=None, map_location="cpu") -> dict:
             raise CheckpointError(
                 f"{path} is a {payload['kind']!r} checkpoint; this command needs {' or '.join(map(repr, kinds))}"
             )
-    model_cfg = (payload.get("config") or {}).get("model")
+    config = payload.get("config")
+    model_cfg = config.get("model") if isinstance(config, dict) else None  # entry_problem names a non-mapping
     if payload["kind"] in ("pretrain", "distill", "finetune") and isinstance(model_cfg, dict):
         model_cfg.setdefault("graph_partition", LEGACY_GRAPH_PARTITION)
         model_cfg.setdefault("layout", DEFAULT_LAYOUT)  # every checkpoint before layouts were recorded
         model_cfg.setdefault("method", "ikem")  # every checkpoint before UmURL
+    problem = entry_problem(payload, resume)
+    if problem:
+        raise CheckpointError(f"checkpoint {path}: {problem}; it was edited or damaged: use a checkpoint as ikem "
+                              "wrote it")
     return payload
+
+
+def _count_problem(name, value, least=0):
+    if isinstance(value, int) and not isinstance(value, bool) and value >= least:
+        return None
+    return f"entry {name!r} must be an integer >= {least}, not {quote(value)} ({type(value).__name__})"
+
+
+def entry_problem(payload: dict, resume: bool = False) -> str | None:
+    """What is wrong with a loaded checkpoint's entries (None: nothing), checked before any is used.
+
+    Every checkpoint: ``epoch`` and ``step`` integers >= 0, ``world_size`` >= 1 (when
+    present), ``modalities`` a list of names, ``config`` a valid run config (the same
+    validation as config files and ``--set``: :func:`ikem_train.config.config_from_dict`),
+    required for the kinds that train encoders. With ``resume``, also what continuing needs:
+    ``epoch``, ``step``, ``optimizer`` with finite numbers in its parameter groups (the
+    learning rate above all), and the RNG states (``rng``, and ``rng_ranks`` of a torchrun run).
+    """
+    required = ("epoch", "step") if resume else ()
+    for name in ("epoch", "step"):
+        if name in payload or name in required:
+            problem = _count_problem(name, payload.get(name))
+            if problem:
+                return problem
+    if "world_size" in payload:
+        problem = _count_problem("world_size", payload["world_size"], 1)
+        if problem:
+            return problem
+    modalities = payload.get("modalities", [])
+    if not isinstance(modalities, (list, tuple)) or not all(isinstance(m, str) for m in modalities):
+        return f"entry 'modalities' must be a list of modality names, not {quote(modalities)}"
+    config = payload.get("config")
+    if config is not None or payload["kind"] in ("pretrain", "distill", "finetune"):
+        if not isinstance(config, dict):
+            return f"entry 'config' must be a mapping of config sections, not {quote(config)}"
+        try:
+            config_from_dict(config)
+        except ConfigError as exc:
+            return f"entry 'config': {exc}"
+    if not resume:
+        return None
+    optimizer = payload.get("optimizer")
+    groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        return "entry 'optimizer' must be an optimizer state with a list of param_groups"
+    for i, group in enumerate(groups):
+        for key, value in group.items():
+            if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+                return f"entry 'optimizer': param_groups[{i}].{key} is {quote(value)}, not a finite float32 number"
+    world = payload.get("world_size", 1)
+    states = payload.get("rng_ranks") if world > 1 else [payload.get("rng")]
+    name = "rng_ranks" if world > 1 else "rng"
+    if not isinstance(states, list) or len(states) != world:
+        return f"entry {name!r} must hold the random states of {world} process(es), not {quote(states)}"
+    for state in states:
+        if not isinstance(state, dict) or not {"python", "numpy", "torch"} <= set(state):
+            return (f"entry {name!r} must hold python, numpy and torch random states "
+                    f"(got {quote(sorted(state) if isinstance(state, dict) else state)})")
+    return None

@@ -26,8 +26,11 @@ import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from ikem_data.files import read_regular_file
 from ikem_data.names import MODALITIES, STUDENT_MODALITIES, resolve_modalities
 from ikem_data.layouts import get_layout
+from ikem_data.quoting import quote
+from ikem_train.config_strict import RefusedYAML, load_yaml, type_problems
 from ikem_train.nets.graph import GRAPH_PARTITIONS, check_partition
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # unknown keys and inf/nan values are errors
@@ -297,20 +300,29 @@ def _format_error(exc: ValidationError) -> str:
             lines.append(f"unknown key {where!r}; valid keys here: {', '.join(valid or [])}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}: {msg} (got {err.get('input')!r})" if loc else msg)
+            lines.append(f"{where}: {msg} (got {quote(err.get('input'))})" if loc else msg)
     return "; ".join(lines)
 
 
 def config_from_dict(data: dict) -> Config:
-    """Validate a nested dict into a :class:`Config`.
+    """Validate a nested dict into a :class:`Config`: YAML files, ``--set`` values and the
+    config inside a checkpoint all pass here.
+
+    Types are checked as declared before pydantic converts anything
+    (:func:`ikem_train.config_strict.type_problems`): a bool is not a number, ``"3"`` is
+    not an int, ints fit in 64 bits, floats are finite and within float32's range.
 
     Raises:
-        ConfigError: unknown keys (listing the valid ones) or bad values.
+        ConfigError: unknown keys (listing the valid ones) or bad values, each naming its
+            ``section.key`` and quoting the value (at most a few dozen characters).
     """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    problems = type_problems(data, Config)
+    if problems:
+        raise ConfigError("; ".join(problems))
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:
@@ -342,17 +354,30 @@ def _merge(base: dict, over: dict) -> dict:
 def read_yaml(path, _seen=()) -> dict:
     """Read a config YAML file, resolving ``include:`` (relative to the file).
 
+    The file is parsed by :class:`ikem_train.config_strict.StrictLoader`: no aliases,
+    anchors, tags, merge keys or duplicate keys.
+
     Raises:
-        ConfigError: missing file, YAML syntax error, include cycle, non-mapping content.
+        ConfigError: missing file or one that is not a regular file (a FIFO would block),
+            YAML syntax error or a refused construct (file and line named), include
+            cycle, non-mapping content.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file not found: {path}")
     resolved = path.resolve()
     if resolved in _seen:
         raise ConfigError(f"include cycle through {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = read_regular_file(path, "config file").decode("utf-8")
+    except OSError as exc:  # read_regular_file's own text names the path and what it is
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}" if exc.strerror else str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: a config file must be UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = load_yaml(text, path) or {}
+    except RefusedYAML as exc:
+        raise ConfigError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
     if not isinstance(data, dict):
@@ -367,10 +392,12 @@ def read_yaml(path, _seen=()) -> dict:
 
 
 def apply_overrides(data: dict, overrides) -> dict:
-    """Apply ``a.b=value`` strings; each value is parsed with ``yaml.safe_load``.
+    """Apply ``a.b=value`` strings; each value is parsed as YAML by the config files'
+    strict loader (text that is not YAML stays a string).
 
     Raises:
-        ConfigError: an override without ``=`` or with an empty key.
+        ConfigError: an override without ``=`` or with an empty key; a value using YAML
+            aliases, anchors, tags or duplicate keys.
     """
     out = copy.deepcopy(data)
     for item in overrides or ():
@@ -379,7 +406,9 @@ def apply_overrides(data: dict, overrides) -> dict:
         if not sep or not key or any(not p for p in key.split(".")):
             raise ConfigError(f"bad override {item!r}: expected section.key=value, e.g. optim.lr=0.05")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml(raw, f"--set {quote(item, 60)}") if raw.strip() else None
+        except RefusedYAML as exc:
+            raise ConfigError(str(exc)) from None
         except yaml.YAMLError:
             value = raw
         node = out

@@ -70,7 +70,7 @@ def test_include_and_override_order(tmp_path):
     (["model.queue_size=100"], "not divisible by data.batch_size=128"),
     (["distill.queue_size=96", "data.batch_size=64"], "distill.queue_size=96"),
     (["optim"], "bad override"),
-    (["optim.lr.x=1"], "optim.lr: Input should be a valid number"),
+    (["optim.lr.x=1"], "optim.lr: expected a number, got {'x': 1} (dict)"),
     (["optim.lr=1", "optim.lr.x=1"], "is a value, not a section"),
 ])
 def test_bad_input_is_a_clear_error(override, needle):

@@ -472,6 +472,60 @@ def test_torchrun_bad_input_is_one_clear_line_and_no_hang(store, tmp_path):
     assert not (tmp_path / "r").exists() and seconds < 60
 
 
+def _children(pid):
+    """The pids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _running(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the ranks in /proc")
+def test_killing_the_torchrun_launcher_stops_every_rank(store, tmp_path):
+    launcher = Path(sys.executable).with_name("torchrun")
+    cmd = [str(launcher)] if launcher.is_file() else [sys.executable, "-m", "torch.distributed.run"]
+    run, log = tmp_path / "r", tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([*cmd, "--standalone", "--nproc-per-node", "2", "-m", "ikem_train", "pretrain",
+                                 "--store", str(store), "--benchmark", BENCH, "--run-dir", str(run),
+                                 *_sets(*CLI_TINY, "optim.epochs=100000")], stdout=subprocess.DEVNULL, stderr=err)
+    ranks = []
+    try:
+        deadline = time.monotonic() + 90
+        while not (run / "last.pt").is_file() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert (run / "last.pt").is_file(), log.read_text()
+        ranks = _children(proc.pid)
+        assert len(ranks) == 2, ranks
+        proc.kill()  # kill -9: the launcher cannot stop them itself
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while any(_running(r) for r in ranks) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_running(r) for r in ranks), log.read_text()
+        text = log.read_text()
+        assert f"rank 0: the torchrun launcher (pid {proc.pid}) is gone; stopping this rank" in text, text
+        assert "interrupted: the last finished epoch's checkpoint is kept" in text, text
+    finally:
+        proc.kill()
+        for pid in ranks:  # only the ranks this test started, by pid
+            if _running(pid):
+                os.kill(pid, 9)
+    load_checkpoint(run / "last.pt", kind="pretrain", resume=True)  # what the interrupted run kept is whole
+
+
 # -- without processes -----------------------------------------------------------------------
 
 

@@ -155,7 +155,7 @@ def test_non_finite_weights_are_never_checkpointed(store, tmp_path):
 
 @pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
 def test_a_non_finite_setting_is_refused(value):
-    with pytest.raises(ConfigError, match="optim.lr: Input should be a finite number"):
+    with pytest.raises(ConfigError, match=r"^optim.lr: -?(inf|nan) is not a finite number$"):
         load_config(None, [f"optim.lr={value}"])
 
 

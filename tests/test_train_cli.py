@@ -58,7 +58,7 @@ def test_distill_refuses_a_teacher_that_is_not_six_modality(stores, tmp_path):
             "--teacher", str(teacher / "last.pt"), *TINY], "six modalities", "missing: motion")
 
 
-@pytest.mark.parametrize("command,hint", [("pretrain", "rerun the same command with --resume"),
+@pytest.mark.parametrize("command,hint", [("pretrain", "interrupted: nothing was written yet; rerun the same command\n"),
                                           ("linear", "nothing was finished; rerun it with a new --run-dir")])
 def test_ctrl_c_says_how_to_go_on(stores, tmp_path, monkeypatch, command, hint):
     from ikem_train import jobs

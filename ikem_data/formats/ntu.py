@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ikem_data.quoting import quote
+
 SKELETON_SUFFIX = ".skeleton"
 # [0-9], not \d: \d also matches other scripts' digits, which int() would accept.
 NAME_RE = re.compile(r"^S([0-9]{3})C([0-9]{3})P([0-9]{3})R([0-9]{3})A([0-9]{3})$")
@@ -82,7 +84,7 @@ def parse_name(name) -> SampleId:
         stem = stem[: -len(SKELETON_SUFFIX)]
     match = NAME_RE.match(stem)
     if not match:
-        raise ValueError(f"{name!r} is not an NTU sample name (expected SsssCcccPpppRrrrAaaa.skeleton)")
+        raise ValueError(f"{quote(name)} is not an NTU sample name (expected SsssCcccPpppRrrrAaaa.skeleton)")
     sid = SampleId(*(int(g) for g in match.groups()))
     for field, value in zip(SampleId._fields, sid):
         if value == 0:

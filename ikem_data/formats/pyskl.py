@@ -33,6 +33,7 @@ import numpy as np
 
 from ikem_data.formats import ntu
 from ikem_data.layouts import KINECT_V2_25, get_layout
+from ikem_data.quoting import quote  # a value nested 10^5 deep made repr() die in RecursionError
 
 #: pyskl's split prefix -> ikem benchmark, per dataset (its ntu_preproc.py writes these).
 PYSKL_BENCHMARKS = {
@@ -201,7 +202,7 @@ def split_benchmark(split, dataset):
             if benchmark.replace("-", "_") == prefix and benchmark.split("-")[0] in ("ntu60", dataset):
                 return benchmark, part
     names = ", ".join(f"{p}_{part}" for p in PYSKL_BENCHMARKS[dataset] for part in PARTS)
-    raise ValueError(f"split {split!r} is not a split of a {dataset} pickle (expected {names})")
+    raise ValueError(f"split {quote(split)} is not a split of a {dataset} pickle (expected {names})")
 
 
 def pyskl_split_name(benchmark, part, dataset):
@@ -224,7 +225,7 @@ def _read_top(path):
     keys = set(obj)
     if keys != {"split", "annotations"}:
         missing = sorted(str(k) for k in {"split", "annotations"} - keys)
-        extra = sorted(repr(k) for k in keys - {"split", "annotations"})
+        extra = sorted(quote(k) for k in keys - {"split", "annotations"})
         what = "; ".join(filter(None, [f"missing {', '.join(missing)}" if missing else "",
                                        f"unexpected {', '.join(extra)}" if extra else ""]))
         raise PysklError(f"{path} is not a pyskl annotation file: its dict must have exactly the keys 'split' "
@@ -235,7 +236,7 @@ def _read_top(path):
     for name, members in splits.items():
         if not isinstance(name, str) or not isinstance(members, (list, tuple)) \
                 or not all(isinstance(m, str) for m in members):
-            raise PysklError(f"{path}: split {name!r} is not a list of frame_dir strings")
+            raise PysklError(f"{path}: split {quote(name)} is not a list of frame_dir strings")
     if not isinstance(annotations, list):
         raise PysklError(f"{path}: 'annotations' is a {type(annotations).__name__}, not a list")
     if not annotations:
@@ -287,12 +288,14 @@ def plan_samples(path, dataset=None, ignored=frozenset()):
     failed, entries, seen = [], [], set()
     for index, ann in enumerate(annotations):
         frame_dir = ann.get("frame_dir") if isinstance(ann, dict) else None
-        where = f"{path}: annotation {index}" + (f" ({frame_dir})" if isinstance(frame_dir, str) else "")
+        where = f"{path}: annotation {index}"
+        if isinstance(frame_dir, str):
+            where += f" ({frame_dir})" if len(frame_dir) <= 40 else f" ({frame_dir[:40]}...)"
         try:
             if not isinstance(ann, dict):
                 raise ValueError(f"is a {type(ann).__name__}, not a dict")
             missing = [k for k in REQUIRED_KEYS if k not in ann]
-            extra = sorted(repr(k) for k in ann if k not in KNOWN_KEYS)
+            extra = sorted(quote(k) for k in ann if k not in KNOWN_KEYS)
             if missing or extra:
                 raise ValueError("; ".join(filter(None, [f"missing key {', '.join(missing)}" if missing else "",
                                                          f"unexpected key {', '.join(extra)}" if extra else ""])))
@@ -302,8 +305,8 @@ def plan_samples(path, dataset=None, ignored=frozenset()):
             if frame_dir in seen:
                 raise ValueError(f"frame_dir {frame_dir} appears twice")
             if not _is_int(ann["label"]) or not _is_int(ann["total_frames"]):
-                raise ValueError(f"label and total_frames must be integers (got {ann['label']!r}, "
-                                 f"{ann['total_frames']!r})")
+                raise ValueError(f"label and total_frames must be integers (got {quote(ann['label'])}, "
+                                 f"{quote(ann['total_frames'])})")
         except ValueError as exc:
             failed.append(dict(file=where, reason=f"{where}: {exc}"))
             continue
@@ -326,8 +329,8 @@ def plan_samples(path, dataset=None, ignored=frozenset()):
         benchmark, part = parts[name]
         for j, frame_dir in enumerate(members):
             if frame_dir not in known:
-                where = f"{path}: split {name!r} entry {j}"
-                failed.append(dict(file=where, reason=f"{where}: frame_dir {frame_dir!r} has no annotation"))
+                where = f"{path}: split {quote(name)} entry {j}"
+                failed.append(dict(file=where, reason=f"{where}: frame_dir {quote(frame_dir)} has no annotation"))
                 continue
             membership.setdefault(frame_dir, {}).setdefault(benchmark, set()).add(part)
     samples, skipped = [], []

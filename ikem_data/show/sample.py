@@ -149,8 +149,12 @@ def check_output(out, grid=None) -> str:
     Raises:
         ShowError: an unsupported suffix; ``grid`` with anything but ``.png``; ``.mp4``
             without an ffmpeg encoder (matplotlib finds none on the PATH).
+        OutputError: ``out`` is a folder (or pipe, device), or its folder cannot be made.
     """
+    from ikem_data.outputs import check_output_file
+
     suffix = Path(out).suffix.lower()
+    check_output_file(out)  # a folder named a001.gif failed only after the whole animation was drawn
     if suffix not in SUFFIXES:
         raise ShowError(f"cannot write {Path(out).name!r}: the output must end in {', '.join(SUFFIXES)}")
     if grid is not None and suffix != ".png":

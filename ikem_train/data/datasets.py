@@ -42,10 +42,9 @@ def check_store(store, modalities=("joint",), benchmark=None):
             raise StoreError(f"store {store.path} has no {name}; build it with `ikem-data gendata` first")
     missing = [m for m in modalities if f"modalities/{m}" not in store]
     if missing or not store.is_complete("modalities"):
-        what = ", ".join(f"modalities/{m}" for m in missing) or "a complete modalities stage"
-        raise StoreError(
-            f"store {store.path} has no {what}; run `ikem-data modalities --out {store.path}` first"
-        )
+        what = (f"has no {', '.join(f'modalities/{m}' for m in missing)}" if missing
+                else "has an unfinished modalities stage")
+        raise StoreError(f"store {store.path} {what}; run `ikem-data modalities --out {store.path}` first")
     if benchmark is not None:
         store.split(benchmark, "train")
     problems = store.problems(benchmark, modalities)

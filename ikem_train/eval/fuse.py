@@ -91,6 +91,8 @@ def fuse_runs(specs, softmax: bool = False) -> dict:
     rows, total, ref = [], None, None
     for run_dir, weight in specs:
         data = load_scores(run_dir)
+        if "name" not in data:  # fusing compares the samples by name (a bare KeyError printed "Error: name")
+            raise FuseError(f"{Path(run_dir) / 'scores.npz'} lacks name: not a linear evaluation's scores")
         scores = data["fused"].astype(np.float64)
         if softmax:
             scores = _softmax(scores)

@@ -12,7 +12,7 @@ import yaml
 
 from ikem_data.names import resolve_modalities
 from ikem_train.checkpoint import CheckpointError, atomic_file, load_checkpoint
-from ikem_train.config import Config, config_from_dict, config_to_dict
+from ikem_train.config import Config, config_from_dict, config_to_dict, read_yaml
 from ikem_train.data.datasets import PretrainDataset
 from ikem_train.eval import features as ev
 from ikem_train.training import distributed
@@ -28,10 +28,10 @@ def resume_base(run_dir, resume: bool) -> dict | None:
         return None
     path = Path(run_dir) / "last.pt"
     if path.is_file():
-        return load_checkpoint(path)
+        return load_checkpoint(path, resume=True)  # what continuing needs is checked before anything starts
     saved = Path(run_dir) / "config.yaml"
     if saved.is_file():
-        return {"config": yaml.safe_load(saved.read_text())}
+        return {"config": read_yaml(saved)}  # the config files' strict reading (it is one)
     raise CheckpointError(f"--resume: {run_dir} holds no run to continue (no last.pt, no config.yaml)")
 
 

@@ -130,11 +130,13 @@ def embed(store, benchmark, out, *, checkpoint=None, random_init=False, modality
 
     Raises:
         EmbedError: an output that is not ``.png``, ``max_samples`` < 5, too few samples.
+        OutputError: ``out`` is a folder (or pipe, device), or its folder cannot be made.
         ConfigError, CheckpointError, EvaluationError (a modality the checkpoint lacks,
         store/checkpoint mismatch, non-finite features), StoreError, KeyError (benchmark).
         Nothing is written when any is raised.
     """
     from ikem_data.class_names import store_class_names
+    from ikem_data.outputs import check_output_file
     from ikem_data.store import open_store
     from ikem_train.eval import features as ev
     from ikem_train.config import load_config
@@ -145,6 +147,7 @@ def embed(store, benchmark, out, *, checkpoint=None, random_init=False, modality
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise EmbedError(f"cannot write {out.name!r}: the map is a picture, give an output ending in .png")
+    check_output_file(out)  # before the features and t-SNE, not after them
     if max_samples is not None and int(max_samples) < MIN_SAMPLES:
         raise EmbedError(f"--max-samples {max_samples}: t-SNE needs at least {MIN_SAMPLES} samples")
     cfg = load_config(config, overrides)

@@ -384,9 +384,14 @@ def plot_run(run_dir) -> dict:
 
     Raises:
         PlotError: no run folder, no metrics (nothing is written then).
+        OutputError: ``RUN/curves.png`` or ``RUN/confusion.png`` is a folder (or pipe, device).
     """
+    from ikem_data.outputs import check_output_file
+
     run = Path(run_dir)
     records = read_metrics(run)
+    for name in ("curves.png", "confusion.png"):  # before drawing, not when the first picture is done
+        check_output_file(run / name, "plot's output")
     kinds = sorted({str(r.get("kind", "linear")) for r in records})
     curves = plot_curves(records, run / "curves.png", title=f"{run.name}: {', '.join(kinds)}")
     scores = load_scores(run)

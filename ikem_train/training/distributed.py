@@ -28,6 +28,9 @@ import datetime
 import inspect
 import json
 import os
+import signal
+import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -191,6 +194,7 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = 600)
     previous, _active = _active, env
     _sessions += 1
     prefix = f"ikem/session{_sessions}"
+    watching = watch_launcher(env.rank) if owned else None
     try:
         yield env
         if env.enabled:  # the others wait for rank 0's last writes, so that a next job finds them
@@ -207,11 +211,43 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = 600)
         raise echo from None
     finally:
         _active = previous
+        if watching is not None:
+            watching.set()
         if owned:
             try:
                 dist.destroy_process_group()
             except Exception:  # a group broken by a failed peer cannot always be torn down cleanly
                 pass
+
+
+def watch_launcher(rank: int, interval_s: float = 1.0, grace_s: float = 30.0) -> threading.Event:
+    """Stop this rank, as a Ctrl-C would, when its launcher is gone; set the returned event to stop watching.
+
+    torchrun's agent is every rank's parent. Killed (``kill -9``), it cannot stop them, and
+    the ranks still have each other: they trained to the end with nobody to collect them.
+    An orphan is re-parented (to init or a subreaper), so a changed ``os.getppid()`` means the
+    launcher is gone: the rank says so on stderr and raises SIGINT in itself, which ends the
+    job through its usual Ctrl-C path (the last finished epoch's checkpoint is kept;
+    checkpoints are written atomically, so no moment is unsafe). Where SIGINT is not
+    Python's (a background job inherits it ignored), or the rank is still running
+    ``grace_s`` later, it exits at once (status 130).
+    """
+    parent, stop = os.getppid(), threading.Event()
+
+    def watch():
+        while not stop.wait(interval_s):
+            if os.getppid() == parent:
+                continue
+            sys.stderr.write(f"rank {rank}: the torchrun launcher (pid {parent}) is gone; stopping this rank\n")
+            sys.stderr.flush()
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                signal.raise_signal(signal.SIGINT)  # handled in the main thread: KeyboardInterrupt
+                if stop.wait(grace_s):
+                    return
+            os._exit(130)
+
+    threading.Thread(target=watch, name="ikem-launcher-watch", daemon=True).start()
+    return stop
 
 
 def _is_comm_error(exc: BaseException) -> bool:

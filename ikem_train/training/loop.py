@@ -214,7 +214,7 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
         if env.is_main:
             _keep_metrics_until(run_dir / "metrics.jsonl", 0)
     if resume:
-        ck = load_checkpoint(run_dir / "last.pt", kind=kind)
+        ck = load_checkpoint(run_dir / "last.pt", kind=kind, resume=True)
         diffs = _same_sections(ck["config"], plain_cfg, compared)
         diffs += _same_sections({"data": {"batch_size": ck["config"]["data"]["batch_size"]}},
                                 {"data": {"batch_size": cfg.data.batch_size}}, ("data",))
