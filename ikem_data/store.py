@@ -38,7 +38,11 @@ from pathlib import Path
 import numpy as np
 
 from ikem_data import __version__
+from ikem_data.files import check_regular
 from ikem_data.names import STORE_FORMAT, STORE_VERSION
+from ikem_data.store_check import StoreError, check_content, check_hdf5_links, fingerprint, scan_zarr
+
+__all__ = ["Store", "StoreError", "open_store", "remove_path", "is_hdf5_path", "to_jsonable"]
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 MODES = ("r", "r+", "w")
@@ -134,11 +138,13 @@ class Store:
     open it lazily on their side (never pass an open h5py file across a spawn).
     """
 
-    def __init__(self, path, kind, root, mode):
+    def __init__(self, path, kind, root, mode, files=None):
         self.path = Path(path)
         self.kind = kind
         self.mode = mode
         self._root = root
+        #: zarr: ``{relative path: (size, mtime_ns)}`` of every file when opened; HDF5: the file's.
+        self.files = files or {}
 
     # -- context manager, pickling ---------------------------------------------------
     def __enter__(self):
@@ -192,7 +198,12 @@ class Store:
             raise KeyError(f"{name!r} not found in store {self.path}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self.root[name]
+            node = self.root[name]
+        if self.kind == "zarr" and self.mode != "r" and hasattr(node, "with_config"):
+            # Every chunk is stored, also one equal to the fill value (zarr skips those by
+            # default): the open check can then tell a deleted chunk from an unwritten one.
+            node = node.with_config({"write_empty_chunks": True})
+        return node
 
     def read_into(self, name, start, stop, out):
         """Read rows ``start:stop`` of the array ``name`` into ``out`` (a reused buffer, so a
@@ -226,15 +237,15 @@ class Store:
     def writer(self, name):
         """The array at ``name`` set up for bulk writes of dense data.
 
-        zarr arrays skip their per-chunk "all equal to the fill value?" test
-        (``write_empty_chunks``), which on float chunks cost ~20 % of the write time; an
-        all-zero chunk is then stored like any other. HDF5 datasets come back as they are.
+        zarr arrays of a writable store skip their per-chunk "all equal to the fill value?"
+        test (``write_empty_chunks``; see :meth:`__getitem__`), which on float chunks cost
+        ~20 % of the write time; an all-zero chunk is stored like any other, so a complete
+        array has every chunk. HDF5 datasets come back as they are.
 
         Raises:
             KeyError: nothing at ``name``.
         """
-        array = self[name]
-        return array if self.kind == "hdf5" else array.with_config({"write_empty_chunks": True})
+        return self[name]
 
     def __contains__(self, name) -> bool:
         name = str(name).strip("/")
@@ -299,6 +310,7 @@ class Store:
                 chunks=chunks if chunks is not None else "auto",
                 fill_value=fill_value,
                 compressors=BloscCodec(cname="zstd", clevel=int(clevel), shuffle="bitshuffle"),
+                config={"write_empty_chunks": True},  # every chunk stored: see __getitem__
             )
 
     def resize(self, name, length):
@@ -387,6 +399,12 @@ class Store:
                            "of the other modalities")
         return out
 
+    def fingerprint(self, prefix="") -> str:
+        """A short digest of the sizes and modification times of the store's files below
+        ``prefix`` (``"raw/"``, ``"modalities/"``; ``""``: all), as listed when it was opened.
+        An HDF5 store is one file: every prefix gives that file's."""
+        return fingerprint(self.files, "" if self.kind == "hdf5" else prefix)
+
     def names(self, start=0, stop=None) -> list[str]:
         """Sample names ``raw/name[start:stop]`` decoded to ``str``."""
         with warnings.catch_warnings():
@@ -428,13 +446,13 @@ def remove_path(path) -> None:
 
 def _looks_like_store(path) -> bool:
     try:
-        with open_store(path, "r"):
+        with open_store(path, "r", check=False):
             return True
     except Exception:
         return False
 
 
-def open_store(path, mode="r") -> Store:
+def open_store(path, mode="r", check=True) -> Store:
     """Open or create an ikem store.
 
     Args:
@@ -444,6 +462,12 @@ def open_store(path, mode="r") -> Store:
             removed, never its target; anything else there is refused). The new store
             is made as ``<path>.creating`` and renamed into place with its format
             attributes written, so ``path`` never holds a half-created store.
+        check: in modes ``r``/``r+``, check the content (:func:`ikem_data.store_check.
+            check_content`: dtypes, shapes, chunks, value ranges) of every complete stage
+            (True), of the stages named (e.g. ``("gendata",)``: a writer about to replace
+            the others), or not at all (False). What the files *are* is always checked
+            (regular files and folders only, plain HDF5 datasets): nothing is opened that
+            could block or lead elsewhere.
 
     Returns:
         :class:`Store` with ``format``, ``version`` and ``ikem_version`` set (mode ``w``).
@@ -452,6 +476,8 @@ def open_store(path, mode="r") -> Store:
         FileNotFoundError: mode ``r``/``r+`` and nothing at ``path``.
         ValueError: an unknown mode; ``path`` holds something that is not an ikem store
             (or another store version); mode ``w`` over a non-store file or folder.
+        StoreError (a ValueError): a file in the store is not a regular file or folder,
+            or its content fails the check; one line naming the array and what to do.
     """
     path = Path(path)
     if mode not in MODES:
@@ -489,6 +515,22 @@ def open_store(path, mode="r") -> Store:
 
     if not path.exists():
         raise FileNotFoundError(f"no store at {path}")
+    files = None
+    if hdf5:
+        try:  # before h5py opens it: a named pipe would block the open forever
+            st = check_regular(path, "HDF5 store")
+        except OSError as exc:
+            raise StoreError(f"{exc}; an HDF5 store is one regular file") from None
+        files = {path.name: (st.st_size, st.st_mtime_ns)}
+    else:
+        if not path.is_dir():
+            raise ValueError(f"{path} is not an ikem store (a zarr store is a folder; this is "
+                             f"{_kind(path)})")
+        try:
+            files = scan_zarr(path)  # what every file is, before zarr opens any of them
+        except StoreError as exc:
+            exc.is_ikem_store = _zarr_format(path) == STORE_FORMAT
+            raise
     try:
         if hdf5:
             import h5py
@@ -497,11 +539,43 @@ def open_store(path, mode="r") -> Store:
         else:
             import zarr
 
-            if not (path / "zarr.json").is_file():
+            if "zarr.json" not in files:
                 raise ValueError("no zarr.json")
             root = zarr.open_group(str(path), mode=mode, zarr_format=3)
     except Exception as exc:
         raise ValueError(f"{path} is not an ikem store ({exc})") from None
-    store = Store(path, "hdf5" if hdf5 else "zarr", root, mode)
+    store = Store(path, "hdf5" if hdf5 else "zarr", root, mode, files)
     _check_format(store)
+    try:
+        if hdf5:
+            check_hdf5_links(path, root)
+        if check:
+            check_content(store, None if hdf5 else files, stages=None if check is True else tuple(check))
+    except StoreError as exc:
+        store.close()
+        exc.is_ikem_store = True
+        raise
+    except BaseException:
+        store.close()
+        raise
     return store
+
+
+def _zarr_format(path):
+    """The ``format`` attribute of the zarr folder ``path``'s root metadata (None: unreadable)."""
+    from ikem_data.files import read_regular_file
+
+    try:
+        meta = json.loads(read_regular_file(Path(path) / "zarr.json", "zarr metadata"))
+        return meta.get("attributes", {}).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _kind(path) -> str:
+    from ikem_data.files import kind_of
+
+    try:
+        return kind_of(os.stat(path).st_mode)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"

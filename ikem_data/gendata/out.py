@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from ikem_data.gendata.plan import fingerprint
-from ikem_data.store import is_hdf5_path, open_store
+from ikem_data.store import StoreError, is_hdf5_path, open_store
 
 #: Parameters that do not identify a store: what to do with a bad file, and the files
 #: still to come (a rerun after fixing, removing or adding one continues).
@@ -70,6 +70,8 @@ def inspect_out(out):
         return "empty", None, ""
     try:
         store = open_store(out, "r+")
+    except StoreError as exc:  # an ikem store whose files or content fail the open check
+        return ("damaged" if exc.is_ikem_store else "foreign"), None, str(exc)
     except (ValueError, FileNotFoundError, OSError) as exc:
         if out.is_dir():
             blank = _blank_zarr_group(out)

@@ -32,7 +32,8 @@ from ikem_data.locks import exclusive
 from ikem_data.modalities.kernels import T_REF, compute_modalities
 from ikem_data.names import MODALITIES
 from ikem_data.modalities.preprocess import SampleError, check_params, preprocess
-from ikem_data.store import open_store
+from ikem_data.store import StoreError, open_store
+from ikem_data.store_check import check_content
 
 STAGE = "modalities"
 BONE_PAIR_SETS = ("ikem", "crossclr")
@@ -128,7 +129,7 @@ def copy_raw(source, out, overwrite=False, block=256):
         _check_raw(src)
         origin = str(src.path.resolve())
         try:
-            with open_store(out, "r") as dst:
+            with open_store(out, "r", check=("gendata",) if overwrite else True) as dst:
                 copied = dst.attrs.get("copy") or {}
                 if copied.get("source") == origin and copied.get("complete") and dst.is_complete("gendata"):
                     return
@@ -152,6 +153,15 @@ def copy_raw(source, out, overwrite=False, block=256):
                     dst.attrs[key] = value
             dst.attrs["copy"] = {"complete": True, "source": origin}
             dst.attrs["gendata"] = src.attrs["gendata"]
+
+
+def _damaged(store):
+    """Why the complete modalities stage of ``store`` fails the open check, or None."""
+    try:
+        check_content(store, store.files if store.kind == "zarr" else None, stages=("modalities",))
+    except StoreError as exc:
+        return str(exc)
+    return None
 
 
 def _create_float_array(store, name, shape, chunks):
@@ -211,7 +221,8 @@ def _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step
     """The stage on ``out`` (raw data in place, lock held): see :func:`build_modalities`."""
     from ikem_data.progress import progress_bar
 
-    with open_store(out, "r+") as store:
+    # With overwrite, the stage to be replaced may be damaged (the open check would refuse it).
+    with open_store(out, "r+", check=("gendata",) if overwrite else True) as store:
         layout = _check_raw(store)
         xyz = store["raw/xyz"]
         n, _, _, v, m = xyz.shape
@@ -220,8 +231,11 @@ def _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step
         resume = False
         if old is not None:
             same = {k: old.get("params", {}).get(k) for k in PARAM_KEYS} == params
-            if same and old.get("complete"):
+            damaged = _damaged(store) if same and old.get("complete") else None
+            if same and old.get("complete") and damaged is None:
                 return "unchanged", old
+            if damaged is not None:  # only reached with overwrite: recompute it all
+                same = False
             if not same and not overwrite:
                 raise StageError(f"store {store.path} already has modalities with other parameters "
                                  f"({old.get('params')}); pass --overwrite to replace them")
