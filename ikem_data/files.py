@@ -79,37 +79,13 @@ class NoRoomError(OSError):
     """A write failed, or would fail, for lack of room (ENOSPC, EFBIG, EDQUOT); the message is
     one line saying what failed, what is kept and what to free."""
 
+    def __str__(self):
+        return str(self.strerror)
+
 
 def is_no_room(exc) -> bool:
     """True for an ``OSError`` (anywhere in its ``__cause__``/``__context__`` chain) that means a full disk."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in NO_ROOM:
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _mb(nbytes) -> str:
-    return f"{max(1, -(-int(nbytes) // (1 << 20)))} MB"
-
-
-def no_room_message(path, what, kept, reason=None, need=None) -> str:
-    """``writing <what> <path> failed: <reason>; <kept>: free <need> on the disk holding <dir> ...``."""
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    why = reason or "no space left on the device"
-    free = f"free at least {_mb(need)}" if need else "free some space"
-    return (f"writing {what} {path} failed: {why}; {kept}: {free} on the disk holding {folder} "
-            f"(or raise the file-size limit, `ulimit -f`) and rerun the same command")
-
-
-def no_room(exc, path, what, kept, need=None) -> NoRoomError:
-    """The one-line :class:`NoRoomError` for a failed write ``exc`` (see :func:`no_room_message`)."""
-    code = next((e.errno for e in _chain(exc) if isinstance(e, OSError) and e.errno in NO_ROOM), errno.ENOSPC)
-    reason = {errno.EFBIG: "the file reached the file-size limit (EFBIG)",
-              errno.ENOSPC: "no space left on the device (ENOSPC)"}.get(code, f"{os.strerror(code)}")
-    return NoRoomError(code, no_room_message(path, what, kept, reason, need))
+    return any(isinstance(e, OSError) and e.errno in NO_ROOM for e in _chain(exc))
 
 
 def _chain(exc):
@@ -120,13 +96,36 @@ def _chain(exc):
         exc = exc.__cause__ or exc.__context__
 
 
+def _mb(nbytes) -> str:
+    return f"{max(1, -(-int(nbytes) // (1 << 20)))} MB"
+
+
+def no_room_message(path, what, kept, code=errno.ENOSPC, reason=None, need=None, rerun="rerun the same command"):
+    """``writing <what> <path> failed: <reason>; <kept>: <what to free>, then <rerun>``, one line."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if code == errno.EFBIG:
+        why = reason or "the file reached this process's file-size limit (EFBIG)"
+        remedy = "raise the file-size limit (`ulimit -f`)"
+    else:
+        why = reason or {errno.ENOSPC: "no space left on the device (ENOSPC)"}.get(code, os.strerror(code))
+        remedy = f"free {'at least ' + _mb(need) if need else 'space'} on the disk holding {folder}"
+    return f"writing {what} {path} failed: {why}; {kept}: {remedy}, then {rerun}"
+
+
+def no_room(exc, path, what, kept, rerun="rerun the same command") -> NoRoomError:
+    """The one-line :class:`NoRoomError` for a failed write ``exc`` (see :func:`no_room_message`)."""
+    code = next((e.errno for e in _chain(exc) if isinstance(e, OSError) and e.errno in NO_ROOM), errno.ENOSPC)
+    return NoRoomError(code, no_room_message(path, what, kept, code, rerun=rerun))
+
+
 def ensure_room(path, nbytes, what, kept) -> None:
     """Refuse a write of about ``nbytes`` into ``path`` that the disk or the file-size limit
     cannot take, before any byte is written.
 
     HDF5 must hear of a full disk this way: its C library, told ENOSPC or EFBIG in the
-    middle of a write, can crash the process (segfault) instead of raising. The check is
-    conservative (``nbytes`` is the uncompressed size) and costs two system calls.
+    middle of a write, reports it and then crashes the process (segfault when the file is
+    closed). The check is conservative (``nbytes`` is the uncompressed size) and costs two
+    system calls.
 
     Raises:
         NoRoomError: less than ``nbytes`` (plus 1 MB of slack) free on ``path``'s disk, or
@@ -140,9 +139,9 @@ def ensure_room(path, nbytes, what, kept) -> None:
     except (OSError, AttributeError):
         st = None
     if st is not None and st.f_bavail * st.f_frsize < need:
+        free = st.f_bavail * st.f_frsize
         raise NoRoomError(errno.ENOSPC, no_room_message(
-            path, what, kept, f"only {st.f_bavail * st.f_frsize >> 20} MB free, about {_mb(need)} needed "
-            "(no space left, ENOSPC)", need - st.f_bavail * st.f_frsize))
+            path, what, kept, errno.ENOSPC, f"{free >> 20} MB free, about {_mb(need)} needed (ENOSPC)", need - free))
     try:
         import resource
 
@@ -150,7 +149,7 @@ def ensure_room(path, nbytes, what, kept) -> None:
     except (ImportError, OSError, ValueError):
         return
     if limit != resource.RLIM_INFINITY and os.path.isfile(path):
-        size = os.stat(path).st_size
-        if size + int(nbytes) > limit:
+        if os.stat(path).st_size + int(nbytes) > limit:
             raise NoRoomError(errno.EFBIG, no_room_message(
-                path, what, kept, f"it would pass this process's file-size limit of {limit} bytes (EFBIG)"))
+                path, what, kept, errno.EFBIG, f"it would pass this process's file-size limit of {limit} bytes "
+                "(EFBIG)"))

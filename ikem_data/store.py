@@ -38,11 +38,42 @@ from pathlib import Path
 import numpy as np
 
 from ikem_data import __version__
-from ikem_data.files import check_regular
+from ikem_data.files import NoRoomError, check_regular, ensure_room
 from ikem_data.names import STORE_FORMAT, STORE_VERSION
 from ikem_data.store_check import StoreError, check_content, check_hdf5_links, fingerprint, scan_zarr
 
-__all__ = ["Store", "StoreError", "open_store", "remove_path", "is_hdf5_path", "to_jsonable"]
+__all__ = ["Store", "StoreError", "NoRoomError", "open_store", "remove_path", "is_hdf5_path", "to_jsonable"]
+
+#: What a store keeps when a write fails for lack of room (every stage saves its progress
+#: after its data, so a rerun continues after the last write that went through).
+KEPT = "the store stays resumable (everything written before is kept)"
+
+
+class _RoomChecked:
+    """An h5py dataset of a writable store whose writes first make sure the disk (and the
+    file-size limit) can take them: HDF5 told ENOSPC or EFBIG in the middle of a write
+    reports it and then crashes the process (segfault at close), so it must never be told.
+    Everything but ``[...] =`` goes to the dataset unchanged."""
+
+    def __init__(self, dataset, store):
+        self._dataset = dataset
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._dataset, name)
+
+    def __getitem__(self, key):
+        return self._dataset[key]
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __setitem__(self, key, value):
+        nbytes = np.asarray(value).nbytes
+        if np.ndim(value) == 0:  # a scalar broadcast: at most the whole dataset
+            nbytes = max(nbytes, int(np.prod(self._dataset.shape)) * self._dataset.dtype.itemsize)
+        self._store.reserve(nbytes)
+        self._dataset[key] = value
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 MODES = ("r", "r+", "w")
@@ -145,6 +176,7 @@ class Store:
         self._root = root
         #: zarr: ``{relative path: (size, mtime_ns)}`` of every file when opened; HDF5: the file's.
         self.files = files or {}
+        self._pending = 0  # HDF5: bytes written since the last flush (may still sit in its cache)
 
     # -- context manager, pickling ---------------------------------------------------
     def __enter__(self):
@@ -167,7 +199,23 @@ class Store:
         """Write everything so far to disk (HDF5 keeps data and metadata in memory until then;
         zarr writes each chunk and attribute as it goes)."""
         if self.kind == "hdf5" and self._root is not None:
+            self.reserve(0)
             self._root.flush()
+            self._pending = 0
+
+    def reserve(self, nbytes) -> None:
+        """Make sure the disk can take ``nbytes`` more (plus what HDF5 may hold unflushed).
+
+        Raises:
+            NoRoomError: not enough free space, or past the file-size limit; one line
+                naming the store, saying it stays resumable and what to free.
+        """
+        self._pending += int(nbytes)
+        try:
+            ensure_room(self.path, self._pending, "store", KEPT)
+        except NoRoomError:
+            self._pending -= int(nbytes)
+            raise
 
     def __reduce__(self):
         return (open_store, (str(self.path), "r" if self.mode == "r" else "r+"))
@@ -203,6 +251,8 @@ class Store:
             # Every chunk is stored, also one equal to the fill value (zarr skips those by
             # default): the open check can then tell a deleted chunk from an unwritten one.
             node = node.with_config({"write_empty_chunks": True})
+        elif self.kind == "hdf5" and self.mode != "r" and hasattr(node, "dtype"):
+            node = _RoomChecked(node, self)
         return node
 
     def read_into(self, name, start, stop, out):
@@ -251,15 +301,9 @@ class Store:
         name = str(name).strip("/")
         if self.kind == "hdf5":
             return name in self.root
-        node = self.root
-        for part in name.split("/"):
-            try:
-                if not hasattr(node, "__contains__") or part not in node:
-                    return False
-                node = node[part]
-            except Exception:
-                return False
-        return True
+        # A zarr v3 node is its folder's zarr.json: one stat, instead of zarr loading the
+        # metadata of every group on the way (which made the open check ten times slower).
+        return (self.path / name / "zarr.json").is_file() if name else True
 
     def create_array(self, name, shape, dtype, chunks=None, fill_value=0, overwrite=False, clevel=5):
         """Create an array at ``name`` (intermediate groups are created).
@@ -298,7 +342,8 @@ class Store:
             if all(s > 0 for s in shape) and shape:
                 kwargs = dict(chunks=chunks if chunks is not None else True, compression="gzip",
                               compression_opts=4, shuffle=True, maxshape=(None,) + shape[1:])
-            return self.root.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill_value, **kwargs)
+            return _RoomChecked(self.root.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill_value,
+                                                         **kwargs), self)
         from zarr.codecs import BloscCodec
 
         with warnings.catch_warnings():

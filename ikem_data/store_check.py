@@ -75,15 +75,20 @@ def scan_zarr(path) -> dict[str, tuple[int, int]]:
         with os.scandir(folder) as entries:
             for entry in entries:
                 name = f"{rel}/{entry.name}" if rel else entry.name
+                # The entry's type comes with the listing (d_type): folders cost no stat, a
+                # file one (its size and mtime: the fingerprint), a link one that follows it.
+                if entry.is_dir(follow_symlinks=False):
+                    walk(entry.path, name, depth + 1)
+                    continue
                 try:
                     st = entry.stat(follow_symlinks=True)
                 except FileNotFoundError:
                     raise StoreError(f"store {root}: {name} is a link to nothing; {_rebuild(root, _stage_of(name))}") \
                         from None
-                if stat.S_ISDIR(st.st_mode):
-                    walk(entry.path, name, depth + 1)
-                elif stat.S_ISREG(st.st_mode):
+                if stat.S_ISREG(st.st_mode):
                     files[name] = (st.st_size, st.st_mtime_ns)
+                elif stat.S_ISDIR(st.st_mode):  # a link to a folder
+                    walk(entry.path, name, depth + 1)
                 else:
                     raise StoreError(f"store {root}: {name} is {kind_of(st.st_mode)}; a store holds only regular "
                                      f"files and folders (reading it could block forever); remove it and "

@@ -191,3 +191,75 @@ def test_the_writer_keeps_every_chunk_so_a_complete_array_can_be_checked(tmp_pat
     with open_store(tmp_path / "s.zarr", "r+") as s:
         s["raw/zeros"][4:] = 0
     assert sorted(p.name for p in (tmp_path / "s.zarr/raw/zeros/c").iterdir()) == ["0", "1"]
+
+
+# -- class 9: a full disk or a file-size limit is one line, and the store or run stays resumable --------------
+
+
+def test_a_full_disk_while_writing_a_zarr_store_is_one_line_and_the_rerun_finishes_it(built, ntu_dir, tmp_path,
+                                                                                      monkeypatch):
+    import zarr.storage._local as local
+    from skeleton_files import assert_same_arrays, store_arrays
+
+    put = local._put
+
+    def full(path, value, exclusive=False):
+        if "raw/xyz/c/1" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return put(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(local, "_put", full)
+    out = tmp_path / "full.zarr"
+    result = CliRunner().invoke(ikem_data, ["gendata", "--raw", str(ntu_dir), "--out", str(out), "--workers", "1",
+                                            "--chunk-size", "4", "--no-progress"])
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
+        f"Error: writing store {out} failed: no space left on the device (ENOSPC); the store stays resumable "
+        f"(everything written before is kept): free space on the disk holding {tmp_path}, then rerun the same "
+        "command")
+    with open_store(out) as s:
+        assert s.stage("gendata")["complete"] is False and s.stage("gendata")["written"] == 0
+    monkeypatch.setattr(local, "_put", put)
+    gendata(ntu_dir, out, workers=1, chunk_size=4, progress=False, log=lambda m: None)
+    assert_same_arrays(store_arrays(out), store_arrays(built["zarr"]))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_a_file_size_limit_while_writing_hdf5_is_one_line_not_a_segfault(ntu_dir, tmp_path):
+    out = tmp_path / "limited.h5"
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (300000, resource.RLIM_INFINITY)); "
+            "from ikem_cli.data import main; sys.exit(main())")
+    args = ["gendata", "--raw", str(ntu_dir), "--out", str(out), "--workers", "1", "--chunk-size", "4", "--no-progress"]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=BOUND)
+    assert done.returncode == 1, done.stderr  # without the room check: RuntimeError, then rc -11 (segfault)
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: writing store {out} failed: it would pass this process's file-size limit of 300000 bytes (EFBIG); "
+        "the store stays resumable (everything written before is kept): raise the file-size limit (`ulimit -f`), "
+        "then rerun the same command")
+    gendata(ntu_dir, out, workers=1, chunk_size=4, progress=False, log=lambda m: None)
+    with open_store(out) as s:
+        assert s.is_complete("gendata") and s["raw/xyz"].shape[0] == 12
+
+
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_old_one(tmp_path, monkeypatch):
+    import torch
+
+    from ikem_data.files import NoRoomError
+    from ikem_train import checkpoint
+
+    path = tmp_path / "last.pt"
+    checkpoint.save_checkpoint(path, {"kind": "pretrain", "epoch": 1, "config": {}, "model": {}})
+    before = path.read_bytes()
+
+    def full(payload, fh):
+        fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(NoRoomError) as err:
+        checkpoint.save_checkpoint(path, {"kind": "pretrain", "epoch": 2, "config": {}, "model": {}})
+    assert str(err.value) == (
+        f"writing checkpoint {path} failed: no space left on the device (ENOSPC); last.pt is left as it was, the run "
+        f"stays resumable from its last checkpoint: free space on the disk holding {tmp_path}, then rerun the same "
+        "command with --resume")
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

@@ -211,10 +211,19 @@ def build_modalities(out, source=None, t_length=50, rotation_sign="sequence", bo
     chunk_size = int(chunk_size)
     if source is None and not Path(out).exists():  # refused before the lock: no lock file for a store that is not there
         raise StageError(f"no store at {out}: write it with `ikem-data gendata` first, or give --from RAW")
-    with exclusive(out, "store"):
-        if source is not None:
-            copy_raw(source, out, overwrite=overwrite)
-        return _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step_chunks)
+    from ikem_data.files import NoRoomError, is_no_room, no_room
+    from ikem_data.store import KEPT
+
+    try:
+        with exclusive(out, "store"):
+            if source is not None:
+                copy_raw(source, out, overwrite=overwrite)
+            return _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step_chunks)
+    except OSError as exc:  # a full disk or the file-size limit: one line; the progress saved last holds
+        if not is_no_room(exc):
+            raise
+        raise StageError(str(exc) if isinstance(exc, NoRoomError) else str(no_room(exc, out, "store", KEPT))) \
+            from None
 
 
 def _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step_chunks):
