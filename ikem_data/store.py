@@ -28,6 +28,7 @@ Both back ends expose arrays that support numpy slicing for reading and writing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -445,10 +446,35 @@ class Store:
         return out
 
     def fingerprint(self, prefix="") -> str:
-        """A short digest of the sizes and modification times of the store's files below
-        ``prefix`` (``"raw/"``, ``"modalities/"``; ``""``: all), as listed when it was opened.
-        An HDF5 store is one file: every prefix gives that file's."""
-        return fingerprint(self.files, "" if self.kind == "hdf5" else prefix)
+        """A short digest of what the store holds below ``prefix`` (``"raw/"``,
+        ``"modalities/"``; ``""``: everything), which changes when any of it is rewritten.
+
+        zarr: the sizes and modification times of its files, as listed when it was opened.
+        HDF5 is one file, whose time changes with any write: ``""`` gives that file's size
+        and time; a prefix gives each dataset's shape, dtype, the place and size of every
+        chunk in the file, and the values of its 1-D arrays (a few MB at most).
+        """
+        if self.kind == "zarr" or not prefix:
+            return fingerprint(self.files, prefix)
+        import hashlib
+
+        import h5py
+
+        digest = hashlib.sha1()
+        group = prefix.strip("/")
+        names = []
+        if group in self.root:
+            self.root[group].visititems(lambda n, o: names.append(f"{group}/{n}") if isinstance(o, h5py.Dataset) else None)
+        for name in sorted(names):
+            dset = self.root[name]
+            digest.update(f"{name}\0{dset.shape}\0{dset.dtype}\n".encode())
+            if dset.chunks is not None and dset.size:
+                for k in range(dset.id.get_num_chunks()):
+                    info = dset.id.get_chunk_info(k)
+                    digest.update(f"{info.chunk_offset}:{info.byte_offset}:{info.size}\n".encode())
+            if dset.ndim == 1:
+                digest.update(np.ascontiguousarray(dset[...]).tobytes())
+        return digest.hexdigest()[:16]
 
     def names(self, start=0, stop=None) -> list[str]:
         """Sample names ``raw/name[start:stop]`` decoded to ``str``."""
@@ -624,3 +650,52 @@ def _kind(path) -> str:
         return kind_of(os.stat(path).st_mode)
     except OSError as exc:
         return f"unreadable: {exc.strerror}"
+
+
+class StoreWatch:
+    """What a job saw of its store when it started: :meth:`verify` says whether it still holds.
+
+    Attributes:
+        path: the store.
+        fingerprint: sizes and modification times of its files at the start
+            (:meth:`Store.fingerprint`), recorded in checkpoints and results.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        with open_store(path, "r") as store:
+            self.fingerprint = store.fingerprint()
+
+    def verify(self) -> None:
+        """Raise when the store's files changed since the job started (a writer that ignored
+        the lock: another ikem without it, a copy, a hand edit).
+
+        Raises:
+            StoreError: the store changed; the job's results would mix old and new data.
+        """
+        with open_store(self.path, "r", check=False) as store:
+            now = store.fingerprint()
+        if now != self.fingerprint:
+            raise StoreError(f"store {self.path} changed while this job read it (fingerprint {self.fingerprint} "
+                             f"-> {now}); its results would mix old and new data, so none were written: rerun "
+                             "the job once the store is no longer being written")
+
+
+@contextlib.contextmanager
+def reading(path, what="store"):
+    """A job's hold on the store it reads: the shared lock (:func:`ikem_data.locks.shared`:
+    writers are refused while it is held) and a :class:`StoreWatch` taken under it.
+
+    Yields:
+        the :class:`StoreWatch`; call ``verify()`` before writing results.
+
+    Raises:
+        LockedError: a process is writing the store. StoreError, FileNotFoundError,
+            ValueError: see :func:`open_store`.
+    """
+    from ikem_data.locks import shared
+
+    if not Path(path).exists():  # no lock file beside a store that is not there
+        raise FileNotFoundError(f"no store at {path}")
+    with shared(path, what):
+        yield StoreWatch(path)

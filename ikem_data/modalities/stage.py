@@ -114,8 +114,9 @@ def _check_raw(store):
 def copy_raw(source, out, overwrite=False, block=256):
     """Copy ``raw/``, ``splits/`` and the attributes of store ``source`` into a new ``out``.
 
-    Resumable: a finished copy of the same source (``attrs["copy"]``) is kept; an
-    unfinished one is started again. ``attrs["gendata"]`` is written last.
+    Resumable: a finished copy of the same source, made from its present content
+    (``attrs["copy"]`` records a fingerprint of it), is kept; an unfinished or outdated one
+    is started again. ``attrs["gendata"]`` is written last.
 
     Raises:
         StageError: ``out`` is ``source`` itself; the source is not a complete raw store;
@@ -128,10 +129,13 @@ def copy_raw(source, out, overwrite=False, block=256):
     with open_store(source, "r") as src:
         _check_raw(src)
         origin = str(src.path.resolve())
+        # The source's raw/ and splits/ as they are now: a copy of an older content is redone.
+        content = src.fingerprint("raw/") + src.fingerprint("splits/")
         try:
             with open_store(out, "r", check=("gendata",) if overwrite else True) as dst:
                 copied = dst.attrs.get("copy") or {}
-                if copied.get("source") == origin and copied.get("complete") and dst.is_complete("gendata"):
+                if copied.get("source") == origin and copied.get("complete") and dst.is_complete("gendata") \
+                        and copied.get("source_fingerprint") in (None, content):
                     return
                 if copied.get("source") != origin and not overwrite:
                     raise StageError(f"store {dst.path} already exists and is not a copy of {origin}; pass "
@@ -151,7 +155,7 @@ def copy_raw(source, out, overwrite=False, block=256):
             for key, value in src.attrs.items():
                 if key not in ("format", "version", "ikem_version", "gendata", STAGE, "copy"):
                     dst.attrs[key] = value
-            dst.attrs["copy"] = {"complete": True, "source": origin}
+            dst.attrs["copy"] = {"complete": True, "source": origin, "source_fingerprint": content}
             dst.attrs["gendata"] = src.attrs["gendata"]
 
 
@@ -241,19 +245,26 @@ def _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step
         if old is not None:
             same = {k: old.get("params", {}).get(k) for k in PARAM_KEYS} == params
             damaged = _damaged(store) if same and old.get("complete") else None
-            if same and old.get("complete") and damaged is None:
+            # raw/ rewritten since (gendata --overwrite, a hand edit): the modalities are stale.
+            stale = old.get("raw_fingerprint") not in (None, store.fingerprint("raw/"))
+            if same and old.get("complete") and damaged is None and not stale:
                 return "unchanged", old
-            if damaged is not None:  # only reached with overwrite: recompute it all
+            if stale and not overwrite:
+                raise StageError(f"store {store.path}: raw/ changed since its modalities were computed (fingerprint "
+                                 f"{old['raw_fingerprint']} -> {store.fingerprint('raw/')}); pass --overwrite to "
+                                 "recompute them")
+            if damaged is not None or stale:  # only reached with overwrite: recompute it all
                 same = False
             if not same and not overwrite:
                 raise StageError(f"store {store.path} already has modalities with other parameters "
                                  f"({old.get('params')}); pass --overwrite to replace them")
-            resume = same and all(f"{STAGE}/{k}" in store and tuple(store[f'{STAGE}/{k}'].shape) == shape
+            resume = same and not stale and all(f"{STAGE}/{k}" in store and tuple(store[f'{STAGE}/{k}'].shape) == shape
                                   for k in MODALITIES)
         done = int(old.get("done", 0)) if resume else 0
         empty = list(old.get("empty_samples", [])) if resume else []
         attrs = {"complete": False, "params": params, "done": done, "samples": n,
-                 "empty_samples": empty, "chunk_size": chunk_size, "ikem_version": __version__}
+                 "empty_samples": empty, "chunk_size": chunk_size, "ikem_version": __version__,
+                 "raw_fingerprint": store.fingerprint("raw/")}  # what the modalities are computed from
         store.attrs[STAGE] = attrs
         if not resume:
             for name in MODALITIES:
