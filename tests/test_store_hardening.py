@@ -263,3 +263,101 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_old_one(tmp_path, monke
         f"stays resumable from its last checkpoint: free space on the disk holding {tmp_path}, then rerun the same "
         "command with --resume")
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+# -- class 6: a job holds its store: writers are refused while it reads, and a change under it is noticed -----
+
+
+def test_a_writer_is_refused_while_a_job_reads_the_store(store, tmp_path, monkeypatch):
+    from ikem_data.locks import LockedError
+    from ikem_train.jobs.frozen import FrozenFeatures
+
+    extract, refused = FrozenFeatures.extract, []
+
+    def extract_while_someone_rewrites(self, log):  # `modalities --overwrite --t-length 40` mid-job
+        with pytest.raises(LockedError) as err:
+            build_modalities(store, t_length=40, chunk_size=4, workers=1, progress=False, overwrite=True)
+        refused.append(str(err.value))
+        return extract(self, log)
+
+    monkeypatch.setattr(FrozenFeatures, "extract", extract_while_someone_rewrites)
+    before = snapshot(store)
+    result = knn(store, tmp_path / "k")
+    assert result.exit_code == 0, result.output
+    assert refused == [f"store {store} is being read by another process (a training or evaluation job); wait for "
+                       "it to finish or stop it, or write to a new store"]
+    assert snapshot(store) == before and sorted(p.name for p in store.parent.iterdir()) == ["k", "ntu.zarr"]
+
+
+def test_a_store_changed_under_a_job_stops_it_before_any_result(store, tmp_path, monkeypatch):
+    from ikem_train.jobs.frozen import FrozenFeatures
+
+    extract = FrozenFeatures.extract
+
+    def extract_then_edit(self, log):  # a writer that ignores the lock (an older ikem, a copy, a hand edit)
+        out = extract(self, log)
+        chunk = store / "modalities/joint/c/0/0/0/0/0"
+        os.utime(chunk, ns=(chunk.stat().st_atime_ns, chunk.stat().st_mtime_ns + 10**9))
+        return out
+
+    monkeypatch.setattr(FrozenFeatures, "extract", extract_then_edit)
+    result = knn(store, tmp_path / "k")
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"Error: store {store} changed while this job read it (fingerprint ") and line.endswith(
+        "); its results would mix old and new data, so none were written: rerun the job once the store is no "
+        "longer being written"), line
+    assert not (tmp_path / "k" / "results.json").exists()
+
+
+# -- class 7: skip and resume compare content, not only what was recorded ----------------------------------------
+
+
+def test_gendata_and_modalities_notice_inputs_changed_in_place(ntu_dir, tmp_path):
+    raw = shutil.copytree(ntu_dir, tmp_path / "raw")
+    out = tmp_path / "s.zarr"
+    gendata(raw, out, workers=1, chunk_size=4, progress=False, log=lambda m: None)
+    said = []
+    gendata(raw, out, workers=1, chunk_size=4, progress=False, log=said.append)
+    assert said == [f"{out} is already complete (12 samples); nothing to do"]
+    edited = sorted(raw.iterdir())[5]
+    edited.write_bytes(edited.read_bytes().replace(b"\n", b"\r\n", 1))  # same names, other content
+    before = snapshot(out)
+    with pytest.raises(Exception) as err:
+        gendata(raw, out, workers=1, chunk_size=4, progress=False, log=lambda m: None)
+    assert str(err.value) == (f"{out} was made with other arguments (an input file changed in place since it was made "
+                              "(same names, other sizes or modification times)); use --overwrite to replace it")
+    assert snapshot(out) == before
+
+    build_modalities(out, chunk_size=4, workers=1, progress=False)
+    assert build_modalities(out, chunk_size=4, workers=1, progress=False)[0] == "unchanged"
+    with open_store(out, "r+") as s:  # raw/ rewritten in place (as `gendata --overwrite` would)
+        s["raw/xyz"][0:4] = s["raw/xyz"][0:4] * 2
+    result = CliRunner().invoke(ikem_data, ["modalities", "--out", str(out), "--chunk-size", "4", "--no-progress"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: store {out}: raw/ changed since its modalities were computed (fingerprint ")
+    assert result.output.rstrip().endswith("); pass --overwrite to recompute them")
+    status, attrs = build_modalities(out, chunk_size=4, workers=1, progress=False, overwrite=True)
+    assert status == "written"
+    with open_store(out) as s:
+        assert attrs["raw_fingerprint"] == s.fingerprint("raw/")
+
+
+def test_finetune_resume_of_a_finished_run_refuses_a_store_edited_since(store, tmp_path):
+    run = tmp_path / "ft"
+    args = ["finetune", "--store", str(store), "--benchmark", "ntu60-xsub", "--run-dir", str(run), "--from-scratch",
+            "--modalities", "joint", *TINY]
+    result = CliRunner().invoke(ikem_train, args)
+    assert result.exit_code == 0, result.output
+    finished = (run / "results.json").read_bytes()
+    with open_store(store, "r+") as s:  # the val samples' joints change
+        s["modalities/joint"][0:4] = s["modalities/joint"][0:4] * 0.5
+    with open_store(store) as s:
+        now = s.fingerprint()
+    result = CliRunner().invoke(ikem_train, args + ["--resume"])
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"Error: store {store} changed since run {run} was made from it (fingerprint "), line
+    assert line.endswith(f" -> {now}): its checkpoints and metrics belong to the old content, so --resume would mix "
+                         "the two; start a new run in a new --run-dir")
+    assert (run / "results.json").read_bytes() == finished
