@@ -41,7 +41,7 @@ import numpy as np
 from ikem_data import __version__
 from ikem_data.files import NoRoomError, check_regular, ensure_room
 from ikem_data.names import STORE_FORMAT, STORE_VERSION
-from ikem_data.store_check import StoreError, check_content, check_hdf5_links, fingerprint, scan_zarr
+from ikem_data.store_check import EVERY_CHUNK, StoreError, check_content, check_hdf5_links, fingerprint, scan_zarr
 
 __all__ = ["Store", "StoreError", "NoRoomError", "open_store", "remove_path", "is_hdf5_path", "to_jsonable"]
 
@@ -578,6 +578,7 @@ def open_store(path, mode="r", check=True) -> Store:
         new.attrs["format"] = STORE_FORMAT
         new.attrs["version"] = STORE_VERSION
         new.attrs["ikem_version"] = __version__
+        new.attrs[EVERY_CHUNK] = True  # see store_check: a missing chunk is then always damage
         new.close()
         os.replace(creating, path)
         store = open_store(path, "r+")

@@ -41,6 +41,12 @@ CHUNK_SLACK_BYTES = 1 << 16
 #: Folder depth below the store root that a zarr store never exceeds (``modalities/joint/c/i/0/0/0/0``).
 MAX_DEPTH = 16
 
+#: Root attribute of stores made since zarr arrays keep every chunk (``Store.__getitem__``):
+#: in an older zarr store a chunk equal to the fill value was never stored, so only the
+#: float arrays (``raw/xyz``, ``modalities/*``; never all zero in a real chunk) are held
+#: to having every chunk there.
+EVERY_CHUNK = "every_chunk_stored"
+
 RAW_DTYPES = {"xyz": "float32", "frames": "int32", "bodies": "int8", "label": "int16", "setup": "int16",
               "camera": "int16", "subject": "int16", "replication": "int16"}
 
@@ -311,9 +317,12 @@ def check_content(store, files=None, stages=None) -> None:
         fail(f"modalities/valid_length is {valid.dtype} {tuple(valid.shape)}, not int32 ({n},)", "modalities")
 
     # Every chunk of a complete stage's arrays: a listing, not a read.
+    every = store.kind == "hdf5" or bool(store.attrs.get(EVERY_CHUNK))
     for name, a in arrays.items():
         stage = _stage_of(name)
         if not (mods_done if stage == "modalities" else raw_done):
+            continue
+        if not every and name != "raw/xyz" and (stage != "modalities" or name == "modalities/valid_length"):
             continue
         missing, count, expected = _missing_chunks(store, name, a, files)
         if count:

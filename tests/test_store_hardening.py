@@ -133,6 +133,19 @@ def test_a_deleted_chunk_is_refused_not_read_as_zeros_and_the_named_remedy_works
         assert (store / "modalities/joint/c/1/0/0/0/0").is_file() and np.abs(s["modalities/joint"][4:8]).sum() > 0
 
 
+def test_a_store_from_before_every_chunk_was_kept_is_held_to_its_float_arrays(store):
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+")
+    del group.attrs["every_chunk_stored"]  # as ikem wrote stores before: all-fill chunks were skipped
+    (store / "raw/setup/c/0").unlink()  # e.g. ids of -1 (the fill value) for a format without them
+    with open_store(store) as s:
+        assert (s["raw/setup"][...] == -1).all()
+    (store / "modalities/bone/c/2/0/0/0/0").unlink()
+    with pytest.raises(StoreError, match=r"modalities/bone lacks 1 of its 3 chunks \(c/2/0/0/0/0\)"):
+        open_store(store)
+
+
 def test_out_of_range_frames_and_wrong_dtypes_are_refused(built, store, tmp_path):
     with open_store(store, "r+") as s:
         s["raw/frames"][3] = 10**9

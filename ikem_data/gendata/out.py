@@ -19,7 +19,7 @@ from ikem_data.store import StoreError, is_hdf5_path, open_store
 #: still to come (a rerun after fixing, removing or adding one continues).
 _NOT_IDENTITY = ("on_error", "n_inputs", "inputs_sha1", "files_sha1")
 #: Root attributes every ikem store has; a store holding only these holds nothing.
-_BASE_ATTRS = {"format", "version", "ikem_version"}
+_BASE_ATTRS = {"format", "version", "ikem_version", "every_chunk_stored"}
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 

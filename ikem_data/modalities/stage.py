@@ -153,7 +153,7 @@ def copy_raw(source, out, overwrite=False, block=256):
                 for start in range(0, a.shape[0], block):
                     b[start:start + block] = a[start:start + block]
             for key, value in src.attrs.items():
-                if key not in ("format", "version", "ikem_version", "gendata", STAGE, "copy"):
+                if key not in ("format", "version", "ikem_version", "every_chunk_stored", "gendata", STAGE, "copy"):
                     dst.attrs[key] = value
             dst.attrs["copy"] = {"complete": True, "source": origin, "source_fingerprint": content}
             dst.attrs["gendata"] = src.attrs["gendata"]
