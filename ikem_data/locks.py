@@ -21,6 +21,7 @@ exclusively for that moment, so it never deletes a file another reader holds).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -160,7 +161,15 @@ def shared(path, what="store"):
         yield
         return
     lock_file, record_file = lock_paths(path)
-    fd = _shared_fd(lock_file, record_file, path, what)
+    try:
+        fd = _shared_fd(lock_file, record_file, path, what)
+    except (PermissionError, OSError) as exc:
+        if isinstance(exc, LockedError) or getattr(exc, "errno", None) not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        # A store in a folder this user cannot write (a shared, read-only copy): no writer
+        # of ours can write there either, so it is read without a lock.
+        yield
+        return
     try:
         yield
     finally:

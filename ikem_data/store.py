@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import shutil
+import threading
 import warnings
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
@@ -178,6 +179,7 @@ class Store:
         #: zarr: ``{relative path: (size, mtime_ns)}`` of every file when opened; HDF5: the file's.
         self.files = files or {}
         self._pending = 0  # HDF5: bytes written since the last flush (may still sit in its cache)
+        self._reserving = threading.Lock()
 
     # -- context manager, pickling ---------------------------------------------------
     def __enter__(self):
@@ -211,12 +213,13 @@ class Store:
             NoRoomError: not enough free space, or past the file-size limit; one line
                 naming the store, saying it stays resumable and what to free.
         """
-        self._pending += int(nbytes)
-        try:
-            ensure_room(self.path, self._pending, "store", KEPT)
-        except NoRoomError:
-            self._pending -= int(nbytes)
-            raise
+        with self._reserving:  # the modalities stage writes its arrays from several threads
+            self._pending += int(nbytes)
+            try:
+                ensure_room(self.path, self._pending, "store", KEPT)
+            except NoRoomError:
+                self._pending -= int(nbytes)
+                raise
 
     def __reduce__(self):
         return (open_store, (str(self.path), "r" if self.mode == "r" else "r+"))
