@@ -157,7 +157,7 @@ def check_hdf5_links(path, root) -> None:
 # -- content ----------------------------------------------------------------------------------------
 
 
-def _array_names(store, prefix):
+def array_names(store, prefix):
     """Names of the arrays below group ``prefix`` (recursive)."""
     if prefix not in store:
         return []
@@ -170,7 +170,7 @@ def _array_names(store, prefix):
         return sorted(names)
     names = [f"{prefix}/{k}" for k in group.array_keys()]
     for key in group.group_keys():
-        names.extend(_array_names(store, f"{prefix}/{key}"))
+        names.extend(array_names(store, f"{prefix}/{key}"))
     return sorted(names)
 
 
@@ -252,7 +252,7 @@ def check_content(store, files=None, stages=None) -> None:
                 fail(problems[0])
 
     arrays = {}
-    for name in _array_names(store, "raw") + _array_names(store, "splits") + _array_names(store, "modalities"):
+    for name in array_names(store, "raw") + array_names(store, "splits") + array_names(store, "modalities"):
         arrays[name] = store[name]
     # Presence of what a complete stage wrote.
     if raw_done:

@@ -33,7 +33,7 @@ from ikem_data.modalities.kernels import T_REF, compute_modalities
 from ikem_data.names import MODALITIES
 from ikem_data.modalities.preprocess import SampleError, check_params, preprocess
 from ikem_data.store import StoreError, open_store
-from ikem_data.store_check import check_content
+from ikem_data.store_check import array_names as _array_names, check_content
 
 STAGE = "modalities"
 BONE_PAIR_SETS = ("ikem", "crossclr")
@@ -62,25 +62,6 @@ def stage_params(t_length=50, rotation_sign="sequence", bone_pairs="ikem", true_
     return {"t_length": int(t_length), "rotation_sign": rotation_sign, "bone_pairs": bone_pairs,
             "true_timeline": bool(true_timeline), "t_ref": T_REF, "on_empty": on_empty,
             "names": list(MODALITIES)}
-
-
-def _array_names(store, prefix):
-    """Names of all arrays below group ``prefix`` (recursive), e.g. ``raw/xyz``."""
-    if prefix not in store:
-        return []
-    group = store.root[prefix]
-    names = []
-    if store.kind == "hdf5":
-        import h5py
-
-        group.visititems(lambda name, obj: names.append(f"{prefix}/{name}")
-                         if isinstance(obj, h5py.Dataset) else None)
-        return sorted(names)
-    for key in group.array_keys():
-        names.append(f"{prefix}/{key}")
-    for key in group.group_keys():
-        names.extend(_array_names(store, f"{prefix}/{key}"))
-    return sorted(names)
 
 
 def _check_raw(store):
