@@ -235,6 +235,23 @@ def test_a_full_disk_while_writing_a_zarr_store_is_one_line_and_the_rerun_finish
     gendata(ntu_dir, out, workers=1, chunk_size=4, progress=False, log=lambda m: None)
     assert_same_arrays(store_arrays(out), store_arrays(built["zarr"]))
 
+    def full_at_the_second_step(path, value, exclusive=False):  # the modalities stage, after one step of 4
+        if "modalities/joint/c/1" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return put(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(local, "_put", full_at_the_second_step)
+    result = CliRunner().invoke(ikem_data, ["modalities", "--out", str(out), "--chunk-size", "4", "--workers", "1",
+                                            "--no-progress"])
+    assert result.exit_code == 1 and result.output.strip() == (
+        f"Error: writing store {out} failed: no space left on the device (ENOSPC); the store stays resumable "
+        f"(everything written before is kept): free space on the disk holding {tmp_path}, then rerun the same "
+        "command")
+    monkeypatch.setattr(local, "_put", put)
+    assert build_modalities(out, chunk_size=4, workers=1, progress=False)[0] in ("resumed", "written")
+    with open_store(out) as s, open_store(built["zarr"]) as ref:
+        np.testing.assert_array_equal(s["modalities/joint"][...], ref["modalities/joint"][...])
+
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
 def test_a_file_size_limit_while_writing_hdf5_is_one_line_not_a_segfault(ntu_dir, tmp_path):
