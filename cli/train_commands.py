@@ -83,6 +83,16 @@ def friendly_errors(func):
             if rank and type(exc).__name__ == "PeerFailure":  # rank 0 reports the failure it echoes
                 raise SystemExit(1) from None
             raise click.ClickException(message) from None
+        except OSError as exc:  # a full disk or the file-size limit: one line saying what is kept
+            from ikem_data.files import NoRoomError, is_no_room, no_room
+
+            if isinstance(exc, NoRoomError):
+                raise click.ClickException(str(exc)) from None
+            if not is_no_room(exc):
+                raise
+            where = exc.filename or kwargs.get("run_dir") or "the run folder"
+            raise click.ClickException(str(no_room(exc, where, "file", "the last checkpoint is kept",
+                                                   rerun="rerun the same command with --resume"))) from None
 
     return wrapper
 

@@ -166,8 +166,9 @@ def _with_params(path, **params):
 def test_a_store_with_other_modality_settings_is_refused(pretrained, tmp_path):
     store, checkpoint = pretrained
     assert load_checkpoint(checkpoint)["store_params"]["bone_pairs"] == "ikem"
-    other = _with_params(write_synthetic_store(tmp_path / "o.zarr", n_train=24, n_val=12, frames=20, persons=1),
-                         bone_pairs="crossclr", t_length=64)
+    # t_length 64 as the arrays are (a store whose recorded t_length disagrees with them is refused as damaged)
+    other = _with_params(write_synthetic_store(tmp_path / "o.zarr", n_train=24, n_val=12, frames=64, persons=1),
+                         bone_pairs="crossclr")
     with pytest.raises(ev.EvaluationError, match="t_length: store 64, checkpoint 20; bone_pairs: store 'crossclr', "
                                                  "checkpoint 'ikem'"):
         jobs.knn(other, "ntu60-xsub", tmp_path / "knn", checkpoint=checkpoint, overrides=SMALL, **quiet)

@@ -301,5 +301,6 @@ def write_synthetic_store(path, n_train=32, n_val=16, num_class=4, benchmark="nt
                                chunks=(16, 3, frames, 25, persons))[...] = data
         store.create_array("modalities/valid_length", (n,), np.int32)[...] = header_frames
         store.attrs["gendata"] = {"complete": True, "params": {"synthetic": True}}
-        store.attrs["modalities"] = {"complete": True, "params": {**stage_params(t_length=frames), "synthetic": True}}
+        store.attrs["modalities"] = {"complete": True, "params": {**stage_params(t_length=frames), "synthetic": True,
+                                                                  "names": list(modalities)}}  # the ones written
     return path

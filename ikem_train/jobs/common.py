@@ -111,6 +111,33 @@ def job_processes(cfg: Config, log):
         yield env, env.main_only(log)
 
 
+@contextmanager
+def reading_store(store, base=None, run_dir=None):
+    """A job's hold on its store (:func:`ikem_data.store.reading`): writers are refused while
+    it runs, and a resumed run's store must be the one it was made from.
+
+    Args:
+        base: the checkpoint entries of a resumed run (:func:`resume_base`), or None.
+
+    Yields:
+        the :class:`ikem_data.store.StoreWatch`: record its ``fingerprint`` in checkpoints
+        and results, call ``verify()`` before writing them at the end.
+
+    Raises:
+        StoreError: the store changed since the resumed run recorded it (its checkpoints
+            and metrics belong to the old content); LockedError: a process writes it.
+    """
+    from ikem_data.store import StoreError, reading
+
+    with reading(store) as watch:
+        recorded = (base or {}).get("store_fingerprint")
+        if recorded is not None and recorded != watch.fingerprint:
+            raise StoreError(f"store {store} changed since run {run_dir} was made from it (fingerprint {recorded} -> "
+                             f"{watch.fingerprint}): its checkpoints and metrics belong to the old content, so "
+                             "--resume would mix the two; start a new run in a new --run-dir")
+        yield watch
+
+
 def write_config(run: Path, cfg: Config) -> None:
     (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 

@@ -11,8 +11,8 @@ from ikem_data.names import MODALITIES
 from ikem_train.checkpoint import CheckpointError, load_checkpoint, seed_everything
 from ikem_train.config import config_to_dict, load_config
 from ikem_train.eval import features as ev
-from ikem_train.jobs.common import (job_processes, on_processes, recorded_store_params, resume_base, train_split,
-                                    umurl_config, with_model, with_store_layout)
+from ikem_train.jobs.common import (job_processes, on_processes, reading_store, recorded_store_params, resume_base,
+                                    train_split, umurl_config, with_model, with_store_layout)
 from ikem_train.training.loop import run_folder, train
 
 
@@ -33,8 +33,8 @@ def pretrain(store, benchmark, run_dir, *, config=None, overrides=(), resume=Fal
     base = resume_base(run_dir, resume)
     cfg = with_store_layout(load_config(config, overrides, base["config"] if base else None), store)
     if cfg.model.method == "umurl":
-        return _pretrain_umurl(store, benchmark, run_dir, cfg, resume, log)
-    with job_processes(cfg, log) as (env, log):
+        return _pretrain_umurl(store, benchmark, run_dir, cfg, base, resume, log)
+    with reading_store(store, base, run_dir) as watch, job_processes(cfg, log) as (env, log):
         dataset = train_split(store, benchmark, cfg, env)
         with run_folder(run_dir, resume, log) as run:
             seed_everything(cfg.data.seed)
@@ -43,19 +43,20 @@ def pretrain(store, benchmark, run_dir, *, config=None, overrides=(), resume=Fal
                 f"for {cfg.optim.epochs} epochs into {run}" + on_processes(env))
             record = train(model, dataset, cfg, run, kind="pretrain", modalities=cfg.model.modalities,
                            resume=resume, log=log,
-                           extra={"store": str(store), "benchmark": benchmark, "store_params": recorded_store_params(store)})
+                           extra={"store": str(store), "benchmark": benchmark, "store_params": recorded_store_params(store),
+                                  "store_fingerprint": watch.fingerprint})
+            watch.verify()
             return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
 
 
-
-def _pretrain_umurl(store, benchmark, run_dir, cfg, resume, log) -> dict:
+def _pretrain_umurl(store, benchmark, run_dir, cfg, base, resume, log) -> dict:
     from ikem_train.methods.umurl import UmURLDataset, UmURLModel
     from ikem_train.nets.umurl import UMURL_MODALITIES, backbone_kwargs
 
     cfg = umurl_config(cfg, store)
     plain = config_to_dict(cfg)
     u = cfg.umurl
-    with job_processes(cfg, log) as (env, log):
+    with reading_store(store, base, run_dir) as watch, job_processes(cfg, log) as (env, log):
         dataset = UmURLDataset(store, benchmark, u, "train", seed=cfg.data.seed, rank=env.rank)
         with run_folder(run_dir, resume, log) as run:
             seed_everything(cfg.data.seed)
@@ -66,7 +67,9 @@ def _pretrain_umurl(store, benchmark, run_dir, cfg, resume, log) -> dict:
                 f"({len(dataset)} train samples) for {cfg.optim.epochs} epochs into {run}" + on_processes(env))
             record = train(model, dataset, cfg, run, kind="pretrain", modalities=UMURL_MODALITIES,
                            resume=resume, log=log,
-                           extra={"store": str(store), "benchmark": benchmark, "store_params": recorded_store_params(store)})
+                           extra={"store": str(store), "benchmark": benchmark, "store_params": recorded_store_params(store),
+                                  "store_fingerprint": watch.fingerprint})
+            watch.verify()
             return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}
 
 
@@ -113,7 +116,7 @@ def distill(store, benchmark, run_dir, *, teacher=None, config=None, overrides=(
     tck = load_teacher(teacher)
     store_params = ev.check_store_agrees(store, tck["config"]["model"], tck.get("store_params"))
     cfg = with_model(load_config(config, overrides, base["config"] if base else None), tck["config"]["model"])
-    with job_processes(cfg, log) as (env, log):
+    with reading_store(store, base, run_dir) as watch, job_processes(cfg, log) as (env, log):
         dataset = train_split(store, benchmark, cfg, env)
         with run_folder(run_dir, resume, log) as run:
             seed_everything(cfg.data.seed)
@@ -123,5 +126,6 @@ def distill(store, benchmark, run_dir, *, teacher=None, config=None, overrides=(
             record = train(model, dataset, cfg, run, kind="distill", modalities=cfg.distill.student_modalities,
                            resume=resume, log=log,
                            extra={"teacher": str(teacher), "store": str(store), "benchmark": benchmark,
-                                  "store_params": store_params})
+                                  "store_params": store_params, "store_fingerprint": watch.fingerprint})
+            watch.verify()
             return {"run": str(run), "checkpoint": str(run / "last.pt"), "last_epoch": record}

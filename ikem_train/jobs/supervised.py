@@ -14,7 +14,7 @@ from ikem_train.checkpoint import load_checkpoint
 from ikem_train.config import config_from_dict, config_to_dict, load_config
 from ikem_train.data.datasets import ModalityDataset
 from ikem_train.eval import features as ev
-from ikem_train.jobs.common import count_classes, encoder_source, job_processes, on_processes, resume_base, train_split, with_model, write_json
+from ikem_train.jobs.common import count_classes, encoder_source, job_processes, on_processes, reading_store, resume_base, train_split, with_model, write_json
 from ikem_train.training.loop import resolve_device, run_folder, train
 
 
@@ -79,7 +79,7 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
     if umurl:
         model_cfg["umurl"] = config_to_dict(cfg)["umurl"]
     store_params = ev.check_store_agrees(store, model_cfg, None if ck is None else ck.get("store_params"))
-    with job_processes(cfg, log) as (env, log):
+    with reading_store(store, base, run_dir) as watch, job_processes(cfg, log) as (env, log):
         train_ds = train_split(store, benchmark, cfg, env, views=1)
         fraction = cfg.finetune.label_fraction
         if fraction is not None:
@@ -149,7 +149,7 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
             train(model, train_ds, cfg, run, kind="finetune", modalities=names, resume=resume, epoch_end=evaluate,
                   log=log, extra={"checkpoint": None if checkpoint is None else str(checkpoint),
                                   "from_scratch": bool(from_scratch), "store": str(store), "benchmark": benchmark,
-                                  "store_params": store_params})
+                                  "store_params": store_params, "store_fingerprint": watch.fingerprint})
             if not env.is_main:  # rank 0 evaluated the val split and writes the results
                 return None
             if "logits" not in latest:  # a resumed run that had nothing left to train
@@ -169,12 +169,13 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
                 "from_scratch": bool(from_scratch), "store": str(store), "benchmark": benchmark,
                 "modalities": list(names),
                 "fused": len(names) > 1, "num_class": num_class, "graph_partition": model_cfg.get("graph_partition"),
-                "store_params": store_params, "label_fraction": fraction, "train_samples": len(train_ds),
+                "store_params": store_params, "store_fingerprint": watch.fingerprint, "label_fraction": fraction, "train_samples": len(train_ds),
                 "val_samples": len(val_ds), "run": str(run),
                 "final": keep(final), "best_on_val": {"note": BEST_LABEL, **keep(best)},
                 "per_modality_top1": {m: final[f"val/top1/{m}"] for m in names},
                 **ev.class_report(fused.argmax(1), torch.from_numpy(val_ds.labels), train_ds.labels, num_class),
                 "encoder_changed": changed,
             }
+            watch.verify()  # the numbers above all come from the store as it was at the start
             write_json(run / "results.json", results)
             return results
