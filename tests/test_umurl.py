@@ -342,7 +342,7 @@ def test_a_store_of_another_t_length_is_refused(store, tmp_path):
 
 
 def test_an_unknown_method_is_refused(store, tmp_path):
-    with pytest.raises(ConfigError, match="model.method: Input should be 'ikem' or 'umurl'") as err:
+    with pytest.raises(ConfigError, match="model.method: expected one of 'ikem', 'umurl', got 'simclr'") as err:
         jobs.pretrain(store, BENCH, tmp_path / "run", overrides=TINY + ["model.method=simclr"], log=_quiet)
     assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
 

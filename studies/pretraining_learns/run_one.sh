@@ -9,12 +9,13 @@
 # --t-length 64) and its random-init baseline, evaluated on the fused multi-modal feature.
 #
 # A pretraining run interrupted (Ctrl-C, a kill) continues with --resume when rerun.
+# DEVICE=cuda runs every job on the GPU (default cpu).
 set -euo pipefail
 NAME=$1; STORE=$2; BENCH=$3; SEED=$4; MODE=$5; shift 5
 HERE=$(cd "$(dirname "$0")" && pwd)
 CONFIGS=$HERE/../../configs
 R=${RUNS:-$HERE/runs}/$NAME-s$SEED
-COMMON=(--set data.num_workers=0 --set run.device=cpu --set data.seed="$SEED")
+COMMON=(--set data.num_workers=0 --set run.device="${DEVICE:-cpu}" --set data.seed="$SEED")
 mkdir -p "$R"
 t0=$(date +%s)
 CONFIG=$CONFIGS/common/skeletonclr.yaml
