@@ -45,6 +45,8 @@ def checkpoint_modalities(ck: dict, requested=None) -> tuple[str, ...]:
     from ikem_data.names import resolve_modalities
 
     if is_umurl(ck["config"]["model"]):
+        from ikem_train.eval.umurl import umurl_features
+
         return umurl_features(requested)
     have = tuple(ck["modalities"])
     if requested is None or (isinstance(requested, str) and requested.strip() == "all"):
@@ -60,54 +62,6 @@ def checkpoint_modalities(ck: dict, requested=None) -> tuple[str, ...]:
 def is_umurl(model_cfg: dict) -> bool:
     """Whether a ``model`` config section (dict) is UmURL's (``method: umurl``)."""
     return model_cfg.get("method", "ikem") == "umurl"
-
-
-def umurl_features(requested=None) -> tuple[str, ...]:
-    """The UmURL features to evaluate: ``requested`` names among ``multimodal`` (the fused
-    feature ``y_u``, the default), ``joint``, ``bone``, ``motion`` (uni-modal ``y_m``); ``"all"``: the four.
-
-    Raises:
-        EvaluationError: an unknown or repeated name.
-    """
-    from ikem_train.nets.umurl import MULTIMODAL, UMURL_FEATURES
-
-    if requested is None:
-        return (MULTIMODAL,)
-    if isinstance(requested, str):
-        if requested.strip() == "all":
-            return UMURL_FEATURES
-        requested = [part.strip() for part in requested.split(",") if part.strip()]
-    names = tuple(requested)
-    unknown = [m for m in names if m not in UMURL_FEATURES]
-    if unknown or len(set(names)) != len(names) or not names:
-        raise EvaluationError(f"UmURL features are {', '.join(UMURL_FEATURES)} (or all); got {', '.join(names) or 'none'}")
-    return names
-
-
-def umurl_encoders(model_cfg: dict, names, state=None) -> nn.ModuleDict:
-    """UmURL features ``names`` over one backbone (random, or loaded strictly from ``state``,
-    a UmURLModel state dict), frozen and in eval mode. ``model_cfg``: the ``model`` section
-    with the ``umurl`` section under ``"umurl"``.
-
-    Raises:
-        EvaluationError: missing or unexpected backbone keys, or a shape mismatch.
-    """
-    from ikem_train.nets.umurl import UmURLBackbone, UmURLFeature, backbone_kwargs
-
-    backbone = UmURLBackbone(**backbone_kwargs(model_cfg, model_cfg["umurl"]))
-    if state is not None:
-        given = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-        want = set(backbone.state_dict())
-        missing, unexpected = sorted(want - set(given)), sorted(set(given) - want)
-        if missing or unexpected:
-            raise EvaluationError(f"checkpoint UmURL backbone does not match its config: missing keys "
-                                  f"{missing[:5] or 'none'}; unexpected keys {unexpected[:5] or 'none'}")
-        try:
-            backbone.load_state_dict(given, strict=True)
-        except RuntimeError as exc:  # shape mismatch
-            raise EvaluationError(f"checkpoint UmURL backbone: {exc}".replace("\n", " ")) from None
-    backbone.requires_grad_(False).eval()
-    return nn.ModuleDict({m: UmURLFeature(backbone, m) for m in names}).eval()
 
 
 def input_modalities(encoders: nn.ModuleDict) -> tuple[str, ...]:
@@ -138,6 +92,8 @@ def load_encoders(ck: dict, modalities) -> nn.ModuleDict:
     from ikem_train.methods.model import encoder_state_dicts
 
     if is_umurl(ck["config"]["model"]):
+        from ikem_train.eval.umurl import umurl_encoders
+
         return umurl_encoders({**ck["config"]["model"], "umurl": ck["config"]["umurl"]}, modalities, ck["model"])
     try:
         states = encoder_state_dicts(ck["model"], list(modalities))
@@ -172,6 +128,8 @@ def random_encoders(model_cfg: dict, modalities, seed: int) -> nn.ModuleDict:
     """
     torch.manual_seed(seed)
     if is_umurl(model_cfg):
+        from ikem_train.eval.umurl import umurl_encoders
+
         return umurl_encoders(model_cfg, modalities)
     return nn.ModuleDict({m: _stgcn(model_cfg).requires_grad_(False).eval() for m in modalities})
 

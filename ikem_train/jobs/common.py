@@ -180,7 +180,7 @@ def encoder_source(cfg: Config, store, checkpoint, modalities):
     ``"all"``: all of its encoders) and its ``model`` section; without one, the random
     encoders take ``modalities`` (default ``model.modalities``) and the config's ``model``
     section on the store's layout. UmURL (``model.method: umurl``, in the checkpoint or the
-    config) gives features (:func:`ikem_train.eval.features.umurl_features`: default the
+    config) gives features (:func:`ikem_train.eval.umurl.umurl_features`: default the
     fused ``multimodal`` one) and its model section carries the ``umurl`` section under ``"umurl"``.
 
     Raises:
@@ -195,6 +195,8 @@ def encoder_source(cfg: Config, store, checkpoint, modalities):
         return ck, ev.checkpoint_modalities(ck, modalities), model_cfg
     if cfg.model.method == "umurl":
         plain = config_to_dict(umurl_config(with_store_layout(cfg, store), store))
-        return None, ev.umurl_features(modalities), {**plain["model"], "umurl": plain["umurl"]}
+        from ikem_train.eval.umurl import umurl_features
+
+        return None, umurl_features(modalities), {**plain["model"], "umurl": plain["umurl"]}
     names = resolve_modalities(cfg.model.modalities if modalities in (None, "all") else modalities)
     return None, names, config_to_dict(with_store_layout(cfg, store))["model"]

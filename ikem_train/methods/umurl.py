@@ -249,9 +249,14 @@ class UmURLModel(nn.Module):
     def projections(self, view1, view2, view3, view4):
         """``(z, z_fused)``: modality -> (B, D) projections of the uni-modal views (joint of
         view 1, bone of view 2, motion of view 3) and of view 4's fused feature."""
-        single = {m: self.backbone.single(v, m) for m, v in zip(UMURL_MODALITIES, (view1, view2, view3))}
-        fused = self.backbone.fused(view4)
-        z = {m: self.projector[m](single[m]) for m in UMURL_MODALITIES}
+        views = (view1, view2, view3)
+        for view in views + (view4,):
+            self.backbone.check_input(view)
+        # the four encoder passes (y_j, y_b, y_m, y_u) as one batched pass of the shared encoder
+        inputs = [self.backbone.embedded(v, m) for m, v in zip(UMURL_MODALITIES, views)]
+        *single, fused = self.backbone.encode(inputs + [self.backbone.fusion_inputs(view4)])
+        # each projector call normalises its own batch, as UmURL's (never across the views)
+        z = {m: self.projector[m](y) for m, y in zip(UMURL_MODALITIES, single)}
         z_fused = {m: self.projector[m](fused) for m in UMURL_MODALITIES}
         return z, z_fused
 

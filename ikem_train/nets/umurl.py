@@ -189,14 +189,27 @@ class UmURLBackbone(nn.Module):
         self.check_input(joint)
         return self.encoder(*self.embedded(joint, name))
 
-    def fused(self, joint):
-        """(N, 2h) multi-modal feature ``y_u`` (UmURL ``mm_forward``): the three modalities'
-        embeddings averaged, then the bias-free fusion layers, then the shared encoder."""
-        self.check_input(joint)
+    def fusion_inputs(self, joint):
+        """The encoder's inputs for ``y_u``: the three modalities' embeddings averaged (early
+        fusion), then the bias-free fusion layers: ``(temporal (N, T, h), spatial (N, M·V, h))``."""
         parts = [self.embedded(joint, m) for m in UMURL_MODALITIES]
         temporal = sum(p[0] for p in parts) / len(parts)
         spatial = sum(p[1] for p in parts) / len(parts)
-        return self.encoder(self.fuse_temporal(temporal), self.fuse_spatial(spatial))
+        return self.fuse_temporal(temporal), self.fuse_spatial(spatial)
+
+    def fused(self, joint):
+        """(N, 2h) multi-modal feature ``y_u`` (UmURL ``mm_forward``): :meth:`fusion_inputs`
+        through the shared encoder."""
+        self.check_input(joint)
+        return self.encoder(*self.fusion_inputs(joint))
+
+    def encode(self, inputs):
+        """The shared encoder over several ``(temporal, spatial)`` inputs of one shape, as one
+        batched pass: a list of (N, 2h) outputs, equal to one call each (the encoder has no
+        batch statistics: LayerNorm and attention work per sample)."""
+        temporal = torch.cat([t for t, _ in inputs])  # (K·N, T, h)
+        spatial = torch.cat([s for _, s in inputs])  # (K·N, M·V, h)
+        return list(self.encoder(temporal, spatial).split(inputs[0][0].shape[0]))
 
     def feature(self, joint, name):
         """(N, 2h) feature ``name``: :data:`MULTIMODAL` (fused) or one of :data:`UMURL_MODALITIES`."""
