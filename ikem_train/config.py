@@ -71,7 +71,7 @@ def check_stacked_encoders(value):
     config and by the models built without one."""
     if value is True or value is False or value == "auto":  # 1 == True, so a Literal alone takes 1
         return value
-    raise ValueError(f"stacked_encoders must be auto, true or false, not {value!r}")
+    raise ValueError(f"stacked_encoders must be auto, true or false, not {quote(value)}")
 
 
 @dataclass(config=_STRICT)
@@ -256,7 +256,7 @@ def _format_error(exc: ValidationError) -> str:
         where = ".".join(loc) or "config"
         if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             valid = _fields_of(loc[:-1])
-            lines.append(f"unknown key {where!r}; valid keys here: {', '.join(valid or [])}")
+            lines.append(f"unknown key {quote(where)}; valid keys here: {', '.join(valid or [])}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{where}: {msg} (got {quote(err.get('input'))})" if loc else msg)
@@ -363,7 +363,7 @@ def apply_overrides(data: dict, overrides) -> dict:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not p for p in key.split(".")):
-            raise ConfigError(f"bad override {item!r}: expected section.key=value, e.g. optim.lr=0.05")
+            raise ConfigError(f"bad override {quote(item)}: expected section.key=value, e.g. optim.lr=0.05")
         try:
             value = load_yaml(raw, f"--set {quote(item, 60)}") if raw.strip() else None
         except RefusedYAML as exc:
@@ -377,7 +377,7 @@ def apply_overrides(data: dict, overrides) -> dict:
             if child is None:
                 child = node[part] = {}
             elif not isinstance(child, dict):
-                raise ConfigError(f"bad override {item!r}: {part!r} is a value, not a section")
+                raise ConfigError(f"bad override {quote(item)}: {quote(part)} is a value, not a section")
             node = child
         node[parts[-1]] = value
     return out

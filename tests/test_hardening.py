@@ -328,6 +328,8 @@ def test_class1_no_message_prints_the_whole_bad_input(real_store, tmp_path):
     ("optim:\n  lr: .nan\n", "optim.lr: nan is not a finite number"),
     ("model:\n  mlp: 1\n", "model.mlp: expected true or false, got 1 (int)"),
     ("optim:\n  milestones: [10, yes]\n", "optim.milestones[1]: expected an integer, got true (bool)"),
+    ("model:\n  modalities: [1]\n", "model.modalities: expected modality names: a list or a comma-separated string "
+                                     "(got [1])"),
     ("data:\n  seed: !!int 3\n", "{f}, line 2: YAML tags (tag:yaml.org,2002:int) are not allowed in a config; "
                                  "write plain values"),
     ("optim:\n  <<: {lr: 0.2}\n", "{f}, line 2: YAML merge keys (<<) are not allowed in a config"),
