@@ -234,6 +234,7 @@ def test_nan_inside_the_data_is_refused_by_evaluation(tmp_path):
 # == issue 22, classes 1, 2, 8, 10: bad values refused by name, in one line, before any work ==
 
 import hashlib  # noqa: E402 (this section's own imports, kept beside it)
+import json  # noqa: E402
 import pickle  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
@@ -479,3 +480,19 @@ def test_class10_messages_say_what_is_true(real_store, real_run, tmp_path, monke
     np.savez(tmp_path / "scores.npz", fused=np.zeros((2, 3), np.float32), label=np.zeros(2, np.int64))
     result = CliRunner().invoke(ikem_train, ["fuse", str(tmp_path)])
     _one_line_error(result, f"{tmp_path / 'scores.npz'} lacks name: not a linear evaluation's scores")
+
+
+def test_class8_metrics_lines_of_any_shape_are_skipped_not_tracebacks(real_run, tmp_path):
+    source, args = real_run
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    odd = ["[" * 100_000 + "]" * 100_000, '{"epoch": "two", "loss": 1}', "not json", "[1, 2]"]
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write("".join(line + "\n" for line in odd))
+    result = CliRunner().invoke(ikem_train, ["plot", str(run)])  # a RecursionError in the JSON decoder
+    assert result.exit_code == 0 and result.output.startswith(f"{run / 'curves.png'}: "), result.output
+    result = CliRunner().invoke(ikem_train, [*args[:5], "--run-dir", str(run), *args[7:], "--set", "optim.epochs=2",
+                                             "--resume"])  # keeping the records up to epoch 1 read every line
+    assert result.exit_code == 0 and "resuming" in result.output, result.output
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert lines[1:5] == odd and [json.loads(line)["epoch"] for line in (lines[0], lines[5])] == [1, 2]

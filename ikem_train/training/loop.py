@@ -119,10 +119,21 @@ def _keep_metrics_until(path: Path, epoch: int) -> None:
     if not path.is_file():
         return
     lines = path.read_text().splitlines()
-    kept = [line for line in lines if json.loads(line).get("epoch", 0) <= epoch]
+    kept = [line for line in lines if not _epoch_of(line) > epoch]
     if len(kept) != len(lines):
         with atomic_file(path, "w") as fh:
             fh.write("".join(line + "\n" for line in kept))
+
+
+def _epoch_of(line: str) -> float:
+    """The ``epoch`` of a metrics line; -inf for a line that is not a record with a whole-number
+    epoch (an edit, a torn last line): it is kept as it is, never a traceback on resume."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; deep nesting recurses
+        return float("-inf")
+    value = record.get("epoch") if isinstance(record, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else float("-inf")
 
 
 def append_jsonl(path, record: dict) -> None:
