@@ -162,7 +162,10 @@ def load_checkpoint(path, kind=None, map_location="cpu", resume=False) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        if not path.exists():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        what = "a folder" if path.is_dir() else "not a regular file (a pipe, socket or device)"
+        raise CheckpointError(f"checkpoint {path} is {what}; give a .pt file ikem wrote")  # "not found" misled
     try:
         with torch.serialization.safe_globals(_OLD_NUMPY_RNG_GLOBALS):
             payload = torch.load(path, map_location=map_location, weights_only=True)

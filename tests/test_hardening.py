@@ -496,3 +496,15 @@ def test_class8_metrics_lines_of_any_shape_are_skipped_not_tracebacks(real_run, 
     assert result.exit_code == 0 and "resuming" in result.output, result.output
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert lines[1:5] == odd and [json.loads(line)["epoch"] for line in (lines[0], lines[5])] == [1, 2]
+
+
+def test_class10_a_checkpoint_that_is_a_pipe_or_folder_is_named_so(tmp_path):
+    os.mkfifo(tmp_path / "last.pt")
+    (tmp_path / "dir.pt").mkdir()
+    from skeleton_files import alarm
+
+    with alarm(10):
+        for name, what in [("last.pt", "not a regular file (a pipe, socket or device)"), ("dir.pt", "a folder")]:
+            with pytest.raises(CheckpointError) as err:
+                load_checkpoint(tmp_path / name)
+            assert str(err.value) == f"checkpoint {tmp_path / name} is {what}; give a .pt file ikem wrote"
