@@ -54,7 +54,7 @@ class DataConfig:
     batch_size: int = Field(128, gt=0)
     eval_batch_size: int = Field(128, gt=0)
     num_workers: int = Field(4, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2 ** 32 - 1)  # numpy's SeedSequence and scikit-learn's t-SNE take 0 .. 2**32-1
     shear: float = 0.5
     crop_ratio: int = 6
     pin_memory: bool = True

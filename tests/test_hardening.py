@@ -325,6 +325,8 @@ def test_class1_no_message_prints_the_whole_bad_input(real_store, tmp_path):
     ("data:\n  batch_size: true\n", "data.batch_size: expected an integer, got true (bool)"),
     ("data:\n  batch_size: 4.0\n", "data.batch_size: expected an integer, got 4.0 (float)"),
     (f"data:\n  seed: {2 ** 70}\n", f"data.seed: {2 ** 70} does not fit in a 64-bit integer"),
+    ("data:\n  seed: -1\n", "data.seed: Input should be greater than or equal to 0 (got -1)"),
+    (f"data:\n  seed: {2 ** 32}\n", f"data.seed: Input should be less than or equal to {2 ** 32 - 1} (got {2 ** 32})"),
     ("optim:\n  lr: 1e39\n", "optim.lr: 1e+39 is outside the float32 range (magnitude at most 3.403e+38)"),
     ("optim:\n  lr: .nan\n", "optim.lr: nan is not a finite number"),
     ("model:\n  mlp: 1\n", "model.mlp: expected true or false, got 1 (int)"),
