@@ -29,6 +29,7 @@ import torch
 import yaml
 
 from ikem_data.locks import exclusive
+from ikem_data.quoting import quote
 from ikem_train.training import distributed, sync_bn
 from ikem_train.checkpoint import atomic_file, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ikem_train.config import EXECUTION_KEYS, Config, config_to_dict
@@ -148,7 +149,7 @@ def _same_sections(saved: dict, now: dict, sections) -> list[str]:
         old, new = saved.get(section, {}), now.get(section, {})
         for key in sorted((set(old) | set(new)) - EXECUTION_KEYS):
             if old.get(key) != new.get(key):
-                diffs.append(f"{section}.{key}: checkpoint {old.get(key)!r}, now {new.get(key)!r}")
+                diffs.append(f"{section}.{key}: checkpoint {quote(old.get(key))}, now {quote(new.get(key))}")
     return diffs
 
 
