@@ -316,6 +316,15 @@ def test_class1_no_message_prints_the_whole_bad_input(real_store, tmp_path):
     assert str(err.value) == (f"{deep}: no usable annotation; first problem: {deep}: annotation 0 "
                               "(S001C001P001R001A001): label and total_frames must be integers (got [[[[...]]]], 3)")
     assert not (tmp_path / "deep.zarr").exists()
+    # the NW-UCLA JSON reader: the decoder itself recursed
+    from ikem_data.formats.folder import InputFileError
+    from ikem_data.formats.nwucla import read_sequence
+
+    (tmp_path / "a01_s01_e01_v01.json").write_text("[" * depth + "]" * depth)
+    with pytest.raises(InputFileError) as err:
+        read_sequence(tmp_path / "a01_s01_e01_v01.json")
+    assert str(err.value) == (f"{tmp_path / 'a01_s01_e01_v01.json'}: not a sequence file: its JSON is nested too "
+                              "deep to read")
 
 
 @pytest.mark.parametrize("text,expected", [
