@@ -198,7 +198,8 @@ class RunSettings:
     progress: bool = True
     log_interval: int = Field(50, gt=0)  # steps between reads of the loss (progress bar, NaN check)
     backend: Literal["auto", "nccl", "gloo"] = "auto"  # torchrun jobs: auto = NCCL on CUDA, gloo on CPU
-    dist_timeout: float = Field(600.0, gt=0)  # seconds a collective may wait for the other processes
+    # seconds a collective may wait for the other processes (at most 10^9: a datetime.timedelta overflows far above)
+    dist_timeout: float = Field(600.0, gt=0, le=1e9)
     sync_bn: bool = True  # torchrun jobs: BatchNorm statistics over the global batch
 
 

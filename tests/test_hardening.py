@@ -338,6 +338,7 @@ def test_class1_no_message_prints_the_whole_bad_input(real_store, tmp_path):
     (f"data:\n  seed: {2 ** 32}\n", f"data.seed: Input should be less than or equal to {2 ** 32 - 1} (got {2 ** 32})"),
     ("optim:\n  lr: 1e39\n", "optim.lr: 1e+39 is outside the float32 range (magnitude at most 3.403e+38)"),
     ("optim:\n  lr: .nan\n", "optim.lr: nan is not a finite number"),
+    ("run:\n  dist_timeout: 1e30\n", "run.dist_timeout: Input should be less than or equal to 1000000000 (got 1e+30)"),
     ("model:\n  mlp: 1\n", "model.mlp: expected true or false, got 1 (int)"),
     ("optim:\n  milestones: [10, yes]\n", "optim.milestones[1]: expected an integer, got true (bool)"),
     ("model:\n  modalities: [1]\n", "model.modalities: expected modality names: a list or a comma-separated string "
