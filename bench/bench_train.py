@@ -21,6 +21,11 @@ Sections (``--sections``, comma-separated; the default is every CPU section):
   that ceiling is compute-bound, and no reordering of launches can make it much faster.
 - ``kernels``: ms per call of torch's ``nn.Dropout`` against ikem's ``Dropout`` on an
   activation of the first blocks (64, 16, 50, 25).
+- ``umurl``: UmURL (model.method: umurl, the paper's widths: h 1024, 64 frames, four views)
+  beside the IKEM teacher (six encoders, phase 2) and student (three encoders distilled from
+  the teacher): parameters (trained / all), samples/s of one training step (forward,
+  backward, the model's optimizer: Adam for UmURL, SGD for IKEM) and GFLOP per sample
+  (torch's FlopCounterMode, forward + backward), at ``--batch`` and ``--persons``.
 - ``loop``: samples/s and peak GPU memory through the training loop (``jobs.pretrain`` /
   ``jobs.distill``, DataLoader included) for ``--loop`` models, with and without
   ``torch.compile`` (``--compile off,on``): what bench/gpu_check.sh runs on a GPU.
@@ -29,6 +34,7 @@ Sections (``--sections``, comma-separated; the default is every CPU section):
     python bench/bench_train.py --modalities all         # the six-modality teacher
     python bench/bench_train.py --sections syncs         # host syncs per step only
     python bench/bench_train.py --sections stacked,kernels   # stacked vs one by one, dropout
+    python bench/bench_train.py --sections umurl --batch 16 --persons 2   # UmURL beside IKEM
     bench/gpu_check.sh                                   # one GPU, paper batch and queue
 
 To count the syncs of another version of ikem, put its source first on PYTHONPATH:
@@ -90,11 +96,18 @@ def _teacher_state(batch):
 
 
 def step_rate(make_model, views, device, steps):
-    """(samples/s, GFLOP per sample) of ``steps`` optimisation steps of ``make_model()`` after one warm-up."""
+    """(samples/s, GFLOP per sample) of ``steps`` optimisation steps of ``make_model()`` after one warm-up,
+    with the model's own optimizer (``make_optimizer``, UmURL's) or SGD."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model = make_model().to(device)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if hasattr(model, "make_optimizer"):
+        from ikem_train.config import Config
+
+        opt = model.make_optimizer(params, Config())
+    else:
+        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
     amp = device.type == "cuda"
 
     def step():
@@ -151,6 +164,38 @@ def stacked_rates(batch, persons, device, steps):
         alone, flops = step_rate(lambda: make(False), views, device, steps)
         stacked, _ = step_rate(lambda: make(True), views, device, steps)
         rows.append((name, alone, stacked, flops))
+    return rows
+
+
+def umurl_rows(batch, persons, device, steps):
+    """Rows (name, trained parameters, all parameters, samples/s, GFLOP/sample) for the IKEM teacher
+    (phase 2), the IKEM student and UmURL at the paper's widths."""
+    from ikem_train.config import UmURLConfig
+    from ikem_train.methods.umurl import UmURLModel
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, 50, 25, persons, generator=g).to(device)
+    ikem_views = (x, 1.1 * x, torch.full((batch,), 50.0, device=device))
+    u = UmURLConfig()
+    umurl_views = tuple(torch.randn(batch, 3, u.t_length, 25, persons, generator=g).to(device) for _ in range(4))
+    state, config = _teacher_state(batch)
+    models = {
+        "IKEM teacher (6, phase 2)": (lambda: PretrainModel(list(MODALITIES), queue_size=batch * 16, cross_epoch=0),
+                                      ikem_views),
+        "IKEM student (3)": (lambda: DistillModel(state, config, queue_size=batch * 16), ikem_views),
+        f"UmURL (h {u.hidden_size}, {u.t_length} frames)": (
+            lambda: UmURLModel({"frames": u.t_length, "persons": persons, "hidden_size": u.hidden_size,
+                                "num_heads": u.num_heads, "num_layers": u.num_layers}, projector_dim=u.projector_dim),
+            umurl_views),
+    }
+    rows = []
+    for name, (make, views) in models.items():
+        model = make()
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        del model
+        rate, flops = step_rate(make, views, device, steps)
+        rows.append((name, trained, total, rate, flops))
     return rows
 
 
@@ -332,6 +377,13 @@ def main():
             for name, alone, stacked, flops in stacked_rates(args.batch, args.persons, device, args.steps):
                 print(f"  {name:22s} {alone:8.1f} /s   {stacked:8.1f} /s   {stacked / alone:7.2f}x {flops:13.2f} "
                       f"{peak / flops:9.1f} /s", flush=True)
+        if "umurl" in sections:
+            print(f"one training step, batch {args.batch}, {args.persons} body slot(s), {args.steps} timed steps, "
+                  f"device {device}, {torch.get_num_threads()} torch threads")
+            print(f"  {'model':28s} {'parameters (trained / all)':>28s} {'samples/s':>10s} {'GFLOP/sample':>13s}")
+            for name, trained, total, rate, flops in umurl_rows(args.batch, args.persons, device, args.steps):
+                print(f"  {name:28s} {trained / 1e6:12.2f} M / {total / 1e6:8.2f} M {rate:10.1f} {flops:13.2f}",
+                      flush=True)
         if "kernels" in sections:
             torch_ms, ours_ms = dropout_ms(device)
             print(f"dropout on (64, 16, 50, 25): torch nn.Dropout {torch_ms:.1f} ms, ikem Dropout {ours_ms:.1f} ms "

@@ -4,8 +4,8 @@
 # samples/s of the six-modality teacher in phase 1 and phase 2 and of the student
 # (distillation), through the real loop (DataLoader workers, bf16 autocast, no host sync
 # in the step), the DataLoader's own samples/s beside them, and the peak GPU memory of
-# each, without and with --compile. About 5 minutes on one H100/H200; each part has its
-# own time limit, so the whole script stays under 8 minutes and prints as it goes.
+# each, without and with --compile; UmURL's step beside the teacher's and student's. About
+# 6 minutes on one H100/H200; each part has its own time limit and it prints as it goes.
 #
 #   bench/gpu_check.sh                 # from the repository, with ikem installed
 #   PYTHON=.venv/bin/python bench/gpu_check.sh
@@ -30,6 +30,9 @@ timeout 60 "$PY" "${COMMON[@]}" --sections loading --workers 4,8
 
 echo "== one step, encoders one by one vs stacked (model.stacked_encoders), batch 128, 2 body slots =="
 timeout 150 "$PY" bench/bench_train.py --device cuda --batch 128 --persons 2 --steps 10 --sections stacked,kernels
+
+echo "== UmURL beside the IKEM teacher and student: parameters, samples/s of a step, GFLOP/sample (batch 128, 2 body slots) =="
+timeout 150 "$PY" bench/bench_train.py --device cuda --batch 128 --persons 2 --steps 10 --sections umurl
 
 echo "== training loop, eager =="
 timeout 150 "$PY" "${COMMON[@]}" --sections loop --workers 8 --compile off

@@ -9,7 +9,7 @@ from ikem_data.formats.registry import FORMATS
 # Stage keys shown in the overview of a stage, not repeated under "other".
 _SHOWN = {"complete", "params", "failed", "pre_failed", "ignored"}
 # Root attributes shown in the overview, not repeated at the end.
-_ROOT_SHOWN = ("format", "version", "ikem_version", "gendata", "layout")
+_ROOT_SHOWN = ("format", "version", "ikem_version", "gendata", "layout", "every_chunk_stored")
 # Said of a complete store without splits/ when its gendata stage gives no reason.
 _NO_BENCHMARK = ("training needs a benchmark (splits/<name>/train and val); for Kinect input, add a split "
                  "column (train or val on every row) to the labels table and rerun gendata with --overwrite")

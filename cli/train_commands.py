@@ -84,6 +84,16 @@ def friendly_errors(func):
             if rank and type(exc).__name__ == "PeerFailure":  # rank 0 reports the failure it echoes
                 raise SystemExit(1) from None
             raise click.ClickException(message) from None
+        except OSError as exc:  # a full disk or the file-size limit: one line saying what is kept
+            from ikem_data.files import NoRoomError, is_no_room, no_room
+
+            if isinstance(exc, NoRoomError):
+                raise click.ClickException(str(exc)) from None
+            if not is_no_room(exc):
+                raise
+            where = exc.filename or kwargs.get("run_dir") or "the run folder"
+            raise click.ClickException(str(no_room(exc, where, "file", "the last checkpoint is kept",
+                                                   rerun="rerun the same command with --resume"))) from None
 
     return wrapper
 
@@ -125,6 +135,8 @@ def _modality_list(modalities):
     """``--modalities`` checked here, so a typo is a usage error naming the option."""
     if modalities is None or modalities.strip() == "all":
         return modalities
+    if "multimodal" in [part.strip() for part in modalities.split(",")]:  # UmURL features: the job checks them
+        return modalities
     from ikem_data.names import resolve_modalities
 
     try:
@@ -141,16 +153,19 @@ def _flag(value):
 @_common
 @_modalities_option("Comma-separated modalities, or 'all' for the six (alias omega = angular_velocity). "
                     "Default: the config's model.modalities.")
+@click.option("--method", default=None,
+              help="ikem (default: SkeletonCLR, CrosSCLR, IKEM) or umurl (UmURL; use configs/<benchmark>/umurl.yaml "
+                   "for its paper settings). Sets model.method.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last.pt, exactly.")
 @click.option("--compile", "compile_", is_flag=True, help="Run the model through torch.compile.")
 @friendly_errors
-def pretrain(store, benchmark, config_path, overrides, run_dir, device, modalities, resume, compile_):
-    """Self-supervised pretraining: SkeletonCLR (one modality), CrosSCLR or IKEM (several)."""
+def pretrain(store, benchmark, config_path, overrides, run_dir, device, modalities, method, resume, compile_):
+    """Self-supervised pretraining: SkeletonCLR (one modality), CrosSCLR or IKEM (several), or UmURL."""
     from ikem_train import jobs
 
     names = _modality_list(modalities)
     settings = {"model.modalities": f"[{','.join(names)}]" if isinstance(names, list) else names,
-                "run.compile": _flag(compile_)}
+                "model.method": method, "run.compile": _flag(compile_)}
     res = jobs.pretrain(store, benchmark, run_dir, config=config_path, overrides=_overrides(overrides, device, **settings),
                         resume=resume, log=click.echo)
     if _rank() == 0:
@@ -183,7 +198,8 @@ def _frozen_options(func):
                      help="Evaluate freshly initialised encoders instead (the no-pretraining baseline; seed "
                           "data.seed, widths and modalities from the config)."),
         _modalities_option("Comma-separated modalities or 'all' (= every encoder of the checkpoint, fused). "
-                           "Default: all of the checkpoint's."),
+                           "Default: all of the checkpoint's. A UmURL checkpoint: multimodal (its fused feature, "
+                           "the default), joint, bone, motion, or all."),
         click.option("--bn-recalibrate", is_flag=True,
                      help="Recompute the encoders' BatchNorm running statistics over the train split before "
                           "freezing them (off in the reference; recorded in results.json)."),

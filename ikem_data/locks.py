@@ -11,10 +11,17 @@ guards the replacement. A clean release deletes both files (only a killed holder
 still locked, and a writer that locked a file unlinked under it (it opened the old file just
 before) sees that the path no longer names the file it holds and locks the new one. Locks are advisory and need a file system with working ``flock``
 (local disks; some network file systems do not provide it).
+
+Readers (training and evaluation jobs) hold :func:`shared` on the same ``<path>.lock``: any
+number of readers at once, no writer while one reads (``modalities --overwrite`` during a
+``pretrain`` is refused instead of changing the data under it), no reader while a writer
+writes. The last reader out deletes the lock file the way a writer does (it takes the lock
+exclusively for that moment, so it never deletes a file another reader holds).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -24,6 +31,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+
+try:
+    import fcntl
+except ImportError:  # Windows: no shared locks (writers still exclude each other through filelock)
+    fcntl = None
 
 
 class LockedError(RuntimeError):
@@ -58,7 +70,11 @@ def _lock(lock_file: Path):
         if _inode(lock_file) == held.get("inode"):
             return lock
         lock.release()  # we hold a file its last holder deleted on release: lock the one the path names now
-    raise Timeout(str(lock_file))
+    raise _Moved(str(lock_file))
+
+
+class _Moved(Timeout):
+    """The lock file was replaced under every try: another writer keeps re-creating it."""
 
 
 def _holder(record_file: Path) -> dict:
@@ -90,9 +106,23 @@ def exclusive(path, what="store", log=None):
     """
     lock_file, record_file = lock_paths(path)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        lock = _lock(lock_file)
-    except Timeout:
+    lock = None
+    for attempt in range(READER_RETRIES):
+        try:
+            lock = _lock(lock_file)
+            break
+        except _Moved:
+            break
+        except Timeout:
+            holder = _holder(record_file)
+            if holder:
+                raise LockedError(f"{what} {path} is being written by another process ({_describe(holder)}); "
+                                  "wait for it to finish or stop it (its lock goes with it)") from None
+            time.sleep(RETRY_SECONDS)  # no writer's record: readers, or one that is just leaving
+    if lock is None and not _holder(record_file) and lock_file.exists() and _held_shared(lock_file):
+        raise LockedError(f"{what} {path} is being read by another process (a training or evaluation job); "
+                          f"wait for it to finish or stop it, or write to a new {what}") from None
+    if lock is None:
         raise LockedError(f"{what} {path} is being written by another process ({_describe(_holder(record_file))}); "
                           "wait for it to finish or stop it (its lock goes with it)") from None
     try:
@@ -107,3 +137,92 @@ def exclusive(path, what="store", log=None):
         record_file.unlink(missing_ok=True)
         lock_file.unlink(missing_ok=True)  # while still locked: see the module docstring
         lock.release()
+
+
+#: A reader or writer refused by a lock without a holder record tries again this often,
+#: RETRY_SECONDS apart: a reader that is just leaving holds the lock alone for a moment.
+READER_RETRIES = 10
+RETRY_SECONDS = 0.02
+
+
+@contextmanager
+def shared(path, what="store"):
+    """Hold the read lock of ``path`` for the ``with`` block (see the module docstring).
+
+    Args:
+        path: the store to be read.
+        what: a word for messages.
+
+    Raises:
+        LockedError: a process is writing ``path``; the message gives its pid, host,
+            start time and command.
+    """
+    if fcntl is None:
+        yield
+        return
+    lock_file, record_file = lock_paths(path)
+    try:
+        fd = _shared_fd(lock_file, record_file, path, what)
+    except (PermissionError, OSError) as exc:
+        if isinstance(exc, LockedError) or getattr(exc, "errno", None) not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        # A store in a folder this user cannot write (a shared, read-only copy): no writer
+        # of ours can write there either, so it is read without a lock.
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:  # the last reader deletes the lock file, holding it alone (as a writer does)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _inode(lock_file) == os.fstat(fd).st_ino:
+                lock_file.unlink(missing_ok=True)
+        except OSError:
+            pass  # other readers still hold it: the last of them deletes it
+        os.close(fd)
+
+
+def _shared_fd(lock_file: Path, record_file: Path, path, what) -> int:
+    """An open descriptor of ``lock_file`` holding a shared ``flock`` on the file the path names now."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(READER_RETRIES):
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            holder = _holder(record_file)
+            if holder:
+                raise LockedError(f"{what} {path} is being written by another process ({_describe(holder)}); "
+                                  "wait for it to finish (or stop it), then run this again") from None
+            time.sleep(RETRY_SECONDS)  # a reader that is just leaving, or a writer about to record itself
+            continue
+        if _inode(lock_file) == os.fstat(fd).st_ino:
+            return fd
+        os.close(fd)  # locked a file deleted on release: lock the one the path names now
+    holder = _holder(record_file)
+    raise LockedError(f"{what} {path} is being written by another process ({_describe(holder)}); "
+                      "wait for it to finish (or stop it), then run this again")
+
+
+def _held_shared(lock_file: Path) -> bool:
+    """True when readers hold ``lock_file``: it cannot be locked exclusively, but shared it can."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False  # nobody holds it (released at close; the file is left to its owner)
+        except OSError:
+            pass
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True  # shared beside others: readers
+        except OSError:
+            return False  # held exclusively: a writer
+    finally:
+        os.close(fd)

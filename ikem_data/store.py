@@ -28,9 +28,11 @@ Both back ends expose arrays that support numpy slicing for reading and writing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import threading
 import warnings
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
@@ -38,7 +40,42 @@ from pathlib import Path
 import numpy as np
 
 from ikem_data import __version__
+from ikem_data.files import NoRoomError, check_regular, ensure_room
 from ikem_data.names import STORE_FORMAT, STORE_VERSION
+from ikem_data.store_check import EVERY_CHUNK, StoreError, check_content, check_hdf5_links, fingerprint, scan_zarr
+
+__all__ = ["Store", "StoreError", "NoRoomError", "open_store", "remove_path", "is_hdf5_path", "to_jsonable"]
+
+#: What a store keeps when a write fails for lack of room (every stage saves its progress
+#: after its data, so a rerun continues after the last write that went through).
+KEPT = "the store stays resumable (everything written before is kept)"
+
+
+class _RoomChecked:
+    """An h5py dataset of a writable store whose writes first make sure the disk (and the
+    file-size limit) can take them: HDF5 told ENOSPC or EFBIG in the middle of a write
+    reports it and then crashes the process (segfault at close), so it must never be told.
+    Everything but ``[...] =`` goes to the dataset unchanged."""
+
+    def __init__(self, dataset, store):
+        self._dataset = dataset
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._dataset, name)
+
+    def __getitem__(self, key):
+        return self._dataset[key]
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __setitem__(self, key, value):
+        nbytes = np.asarray(value).nbytes
+        if np.ndim(value) == 0:  # a scalar broadcast: at most the whole dataset
+            nbytes = max(nbytes, int(np.prod(self._dataset.shape)) * self._dataset.dtype.itemsize)
+        self._store.reserve(nbytes)
+        self._dataset[key] = value
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 MODES = ("r", "r+", "w")
@@ -134,11 +171,15 @@ class Store:
     open it lazily on their side (never pass an open h5py file across a spawn).
     """
 
-    def __init__(self, path, kind, root, mode):
+    def __init__(self, path, kind, root, mode, files=None):
         self.path = Path(path)
         self.kind = kind
         self.mode = mode
         self._root = root
+        #: zarr: ``{relative path: (size, mtime_ns)}`` of every file when opened; HDF5: the file's.
+        self.files = files or {}
+        self._pending = 0  # HDF5: bytes written since the last flush (may still sit in its cache)
+        self._reserving = threading.Lock()
 
     # -- context manager, pickling ---------------------------------------------------
     def __enter__(self):
@@ -161,7 +202,24 @@ class Store:
         """Write everything so far to disk (HDF5 keeps data and metadata in memory until then;
         zarr writes each chunk and attribute as it goes)."""
         if self.kind == "hdf5" and self._root is not None:
+            self.reserve(0)
             self._root.flush()
+            self._pending = 0
+
+    def reserve(self, nbytes) -> None:
+        """Make sure the disk can take ``nbytes`` more (plus what HDF5 may hold unflushed).
+
+        Raises:
+            NoRoomError: not enough free space, or past the file-size limit; one line
+                naming the store, saying it stays resumable and what to free.
+        """
+        with self._reserving:  # the modalities stage writes its arrays from several threads
+            self._pending += int(nbytes)
+            try:
+                ensure_room(self.path, self._pending, "store", KEPT)
+            except NoRoomError:
+                self._pending -= int(nbytes)
+                raise
 
     def __reduce__(self):
         return (open_store, (str(self.path), "r" if self.mode == "r" else "r+"))
@@ -192,7 +250,14 @@ class Store:
             raise KeyError(f"{name!r} not found in store {self.path}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self.root[name]
+            node = self.root[name]
+        if self.kind == "zarr" and self.mode != "r" and hasattr(node, "with_config"):
+            # Every chunk is stored, also one equal to the fill value (zarr skips those by
+            # default): the open check can then tell a deleted chunk from an unwritten one.
+            node = node.with_config({"write_empty_chunks": True})
+        elif self.kind == "hdf5" and self.mode != "r" and hasattr(node, "dtype"):
+            node = _RoomChecked(node, self)
+        return node
 
     def read_into(self, name, start, stop, out):
         """Read rows ``start:stop`` of the array ``name`` into ``out`` (a reused buffer, so a
@@ -226,29 +291,23 @@ class Store:
     def writer(self, name):
         """The array at ``name`` set up for bulk writes of dense data.
 
-        zarr arrays skip their per-chunk "all equal to the fill value?" test
-        (``write_empty_chunks``), which on float chunks cost ~20 % of the write time; an
-        all-zero chunk is then stored like any other. HDF5 datasets come back as they are.
+        zarr arrays of a writable store skip their per-chunk "all equal to the fill value?"
+        test (``write_empty_chunks``; see :meth:`__getitem__`), which on float chunks cost
+        ~20 % of the write time; an all-zero chunk is stored like any other, so a complete
+        array has every chunk. HDF5 datasets come back as they are.
 
         Raises:
             KeyError: nothing at ``name``.
         """
-        array = self[name]
-        return array if self.kind == "hdf5" else array.with_config({"write_empty_chunks": True})
+        return self[name]
 
     def __contains__(self, name) -> bool:
         name = str(name).strip("/")
         if self.kind == "hdf5":
             return name in self.root
-        node = self.root
-        for part in name.split("/"):
-            try:
-                if not hasattr(node, "__contains__") or part not in node:
-                    return False
-                node = node[part]
-            except Exception:
-                return False
-        return True
+        # A zarr v3 node is its folder's zarr.json: one stat, instead of zarr loading the
+        # metadata of every group on the way (which made the open check ten times slower).
+        return (self.path / name / "zarr.json").is_file() if name else True
 
     def create_array(self, name, shape, dtype, chunks=None, fill_value=0, overwrite=False, clevel=5):
         """Create an array at ``name`` (intermediate groups are created).
@@ -287,7 +346,8 @@ class Store:
             if all(s > 0 for s in shape) and shape:
                 kwargs = dict(chunks=chunks if chunks is not None else True, compression="gzip",
                               compression_opts=4, shuffle=True, maxshape=(None,) + shape[1:])
-            return self.root.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill_value, **kwargs)
+            return _RoomChecked(self.root.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill_value,
+                                                         **kwargs), self)
         from zarr.codecs import BloscCodec
 
         with warnings.catch_warnings():
@@ -299,6 +359,7 @@ class Store:
                 chunks=chunks if chunks is not None else "auto",
                 fill_value=fill_value,
                 compressors=BloscCodec(cname="zstd", clevel=int(clevel), shuffle="bitshuffle"),
+                config={"write_empty_chunks": True},  # every chunk stored: see __getitem__
             )
 
     def resize(self, name, length):
@@ -387,6 +448,37 @@ class Store:
                            "of the other modalities")
         return out
 
+    def fingerprint(self, prefix="") -> str:
+        """A short digest of what the store holds below ``prefix`` (``"raw/"``,
+        ``"modalities/"``; ``""``: everything), which changes when any of it is rewritten.
+
+        zarr: the sizes and modification times of its files, as listed when it was opened.
+        HDF5 is one file, whose time changes with any write: ``""`` gives that file's size
+        and time; a prefix gives each dataset's shape, dtype, the place and size of every
+        chunk in the file, and the values of its 1-D arrays (a few MB at most).
+        """
+        if self.kind == "zarr" or not prefix:
+            return fingerprint(self.files, prefix)
+        import hashlib
+
+        import h5py
+
+        digest = hashlib.sha1()
+        group = prefix.strip("/")
+        names = []
+        if group in self.root:
+            self.root[group].visititems(lambda n, o: names.append(f"{group}/{n}") if isinstance(o, h5py.Dataset) else None)
+        for name in sorted(names):
+            dset = self.root[name]
+            digest.update(f"{name}\0{dset.shape}\0{dset.dtype}\n".encode())
+            if dset.chunks is not None and dset.size:
+                for k in range(dset.id.get_num_chunks()):
+                    info = dset.id.get_chunk_info(k)
+                    digest.update(f"{info.chunk_offset}:{info.byte_offset}:{info.size}\n".encode())
+            if dset.ndim == 1:
+                digest.update(np.ascontiguousarray(dset[...]).tobytes())
+        return digest.hexdigest()[:16]
+
     def names(self, start=0, stop=None) -> list[str]:
         """Sample names ``raw/name[start:stop]`` decoded to ``str``."""
         with warnings.catch_warnings():
@@ -428,13 +520,13 @@ def remove_path(path) -> None:
 
 def _looks_like_store(path) -> bool:
     try:
-        with open_store(path, "r"):
+        with open_store(path, "r", check=False):
             return True
     except Exception:
         return False
 
 
-def open_store(path, mode="r") -> Store:
+def open_store(path, mode="r", check=True) -> Store:
     """Open or create an ikem store.
 
     Args:
@@ -444,6 +536,12 @@ def open_store(path, mode="r") -> Store:
             removed, never its target; anything else there is refused). The new store
             is made as ``<path>.creating`` and renamed into place with its format
             attributes written, so ``path`` never holds a half-created store.
+        check: in modes ``r``/``r+``, check the content (:func:`ikem_data.store_check.
+            check_content`: dtypes, shapes, chunks, value ranges) of every complete stage
+            (True), of the stages named (e.g. ``("gendata",)``: a writer about to replace
+            the others), or not at all (False). What the files *are* is always checked
+            (regular files and folders only, plain HDF5 datasets): nothing is opened that
+            could block or lead elsewhere.
 
     Returns:
         :class:`Store` with ``format``, ``version`` and ``ikem_version`` set (mode ``w``).
@@ -452,6 +550,8 @@ def open_store(path, mode="r") -> Store:
         FileNotFoundError: mode ``r``/``r+`` and nothing at ``path``.
         ValueError: an unknown mode; ``path`` holds something that is not an ikem store
             (or another store version); mode ``w`` over a non-store file or folder.
+        StoreError (a ValueError): a file in the store is not a regular file or folder,
+            or its content fails the check; one line naming the array and what to do.
     """
     path = Path(path)
     if mode not in MODES:
@@ -481,6 +581,7 @@ def open_store(path, mode="r") -> Store:
         new.attrs["format"] = STORE_FORMAT
         new.attrs["version"] = STORE_VERSION
         new.attrs["ikem_version"] = __version__
+        new.attrs[EVERY_CHUNK] = True  # see store_check: a missing chunk is then always damage
         new.close()
         os.replace(creating, path)
         store = open_store(path, "r+")
@@ -489,6 +590,22 @@ def open_store(path, mode="r") -> Store:
 
     if not path.exists():
         raise FileNotFoundError(f"no store at {path}")
+    files = None
+    if hdf5:
+        try:  # before h5py opens it: a named pipe would block the open forever
+            st = check_regular(path, "HDF5 store")
+        except OSError as exc:
+            raise StoreError(f"{exc}; an HDF5 store is one regular file") from None
+        files = {path.name: (st.st_size, st.st_mtime_ns)}
+    else:
+        if not path.is_dir():
+            raise ValueError(f"{path} is not an ikem store (a zarr store is a folder; this is "
+                             f"{_kind(path)})")
+        try:
+            files = scan_zarr(path)  # what every file is, before zarr opens any of them
+        except StoreError as exc:
+            exc.is_ikem_store = _zarr_format(path) == STORE_FORMAT
+            raise
     try:
         if hdf5:
             import h5py
@@ -497,11 +614,92 @@ def open_store(path, mode="r") -> Store:
         else:
             import zarr
 
-            if not (path / "zarr.json").is_file():
+            if "zarr.json" not in files:
                 raise ValueError("no zarr.json")
             root = zarr.open_group(str(path), mode=mode, zarr_format=3)
     except Exception as exc:
         raise ValueError(f"{path} is not an ikem store ({exc})") from None
-    store = Store(path, "hdf5" if hdf5 else "zarr", root, mode)
+    store = Store(path, "hdf5" if hdf5 else "zarr", root, mode, files)
     _check_format(store)
+    try:
+        if hdf5:
+            check_hdf5_links(path, root)
+        if check:
+            check_content(store, None if hdf5 else files, stages=None if check is True else tuple(check))
+    except StoreError as exc:
+        store.close()
+        exc.is_ikem_store = True
+        raise
+    except BaseException:
+        store.close()
+        raise
     return store
+
+
+def _zarr_format(path):
+    """The ``format`` attribute of the zarr folder ``path``'s root metadata (None: unreadable)."""
+    from ikem_data.files import read_regular_file
+
+    try:
+        meta = json.loads(read_regular_file(Path(path) / "zarr.json", "zarr metadata"))
+        return meta.get("attributes", {}).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _kind(path) -> str:
+    from ikem_data.files import kind_of
+
+    try:
+        return kind_of(os.stat(path).st_mode)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+
+
+class StoreWatch:
+    """What a job saw of its store when it started: :meth:`verify` says whether it still holds.
+
+    Attributes:
+        path: the store.
+        fingerprint: sizes and modification times of its files at the start
+            (:meth:`Store.fingerprint`), recorded in checkpoints and results.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        with open_store(path, "r") as store:
+            self.fingerprint = store.fingerprint()
+
+    def verify(self) -> None:
+        """Raise when the store's files changed since the job started (a writer that ignored
+        the lock: another ikem without it, a copy, a hand edit).
+
+        Raises:
+            StoreError: the store changed; the job's results would mix old and new data.
+        """
+        with open_store(self.path, "r", check=False) as store:
+            now = store.fingerprint()
+        if now != self.fingerprint:
+            raise StoreError(f"store {self.path} changed while this job read it (fingerprint {self.fingerprint} "
+                             f"-> {now}); its results would mix old and new data, so none were written: rerun "
+                             "the job once the store is no longer being written")
+
+
+@contextlib.contextmanager
+def reading(path, what="store"):
+    """A job's hold on the store it reads: the shared lock (:func:`ikem_data.locks.shared`:
+    writers are refused while it is held) and a :class:`StoreWatch` taken under it.
+
+    Yields:
+        the :class:`StoreWatch`; call ``verify()`` before writing results.
+
+    Raises:
+        LockedError: a process is writing the store. StoreError, FileNotFoundError,
+            ValueError: see :func:`open_store`.
+    """
+    from ikem_data.locks import shared
+
+    if not Path(path).exists():  # no lock file beside a store that is not there
+        raise FileNotFoundError(f"no store at {path}")
+    with shared(path, what):
+        yield StoreWatch(path)

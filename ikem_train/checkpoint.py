@@ -113,7 +113,8 @@ def atomic_file(path, mode: str = "wb"):
     """Write ``path`` all at once: yields ``<name>.tmp`` beside it, open in ``mode``; on a
     clean exit it is flushed, fsync'ed and renamed over ``path`` (``os.replace``), so a
     reader or a crash sees the old file or the new one, never part of one. On an error
-    the tmp file is removed and ``path`` is left as it was."""
+    the tmp file is removed and ``path`` is left as it was; a full disk (ENOSPC) or the
+    file-size limit (EFBIG) raises :class:`ikem_data.files.NoRoomError`, one line saying so."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -122,6 +123,15 @@ def atomic_file(path, mode: str = "wb"):
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk or the file-size limit: one line, the old file is kept
+        from ikem_data.files import is_no_room, no_room
+
+        if not is_no_room(exc):
+            raise
+        kept = (f"{path.name} is left as it was, the run stays resumable from its last checkpoint"
+                if path.suffix == ".pt" else f"{path.name} is left as it was")
+        raise no_room(exc, path, "checkpoint" if path.suffix == ".pt" else "file", kept,
+                      rerun="rerun the same command with --resume") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -193,6 +203,7 @@ def load_checkpoint(path, kind=None, map_location="cpu", resume=False) -> dict:
     if payload["kind"] in ("pretrain", "distill", "finetune") and isinstance(model_cfg, dict):
         model_cfg.setdefault("graph_partition", LEGACY_GRAPH_PARTITION)
         model_cfg.setdefault("layout", DEFAULT_LAYOUT)  # every checkpoint before layouts were recorded
+        model_cfg.setdefault("method", "ikem")  # every checkpoint before UmURL
     problem = entry_problem(payload, resume)
     if problem:
         raise CheckpointError(f"checkpoint {path}: {problem}; it was edited or damaged: use a checkpoint as ikem "

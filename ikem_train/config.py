@@ -1,7 +1,7 @@
 """Run configs: pydantic dataclasses loaded from YAML, with ``--set a.b=value`` overrides.
 
 One schema serves every ``ikem-train`` command; each command reads the sections it needs
-(pretrain: data, model, optim, run; distill: data, distill, optim, run; linear: data,
+(pretrain: data, model, optim, run, and umurl with ``model.method: umurl``; distill: data, distill, optim, run; linear: data,
 linear, evaluation, run; knn: data, evaluation, run; finetune: data, model, optim,
 finetune, evaluation, run). Unknown keys are rejected with the list of valid ones.
 Defaults are the paper settings of the six-modality teacher (METHOD.md §6.5, §8, §9).
@@ -99,6 +99,7 @@ class ModelConfig:
     graph_partition: str = GRAPH_PARTITIONS[0]
     layout: Optional[str] = None  # skeleton layout; None: the store's (jobs record the name they used)
     stacked_encoders: Literal["auto", True, False] = "auto"  # one batched pass for all modalities (auto: on CUDA)
+    method: Literal["ikem", "umurl"] = "ikem"  # umurl: the ``umurl`` section's network, losses and optimizer
 
     _check_modalities = field_validator("modalities", mode="before")(_modalities)
     _check_stacked = field_validator("stacked_encoders", mode="before")(check_stacked_encoders)
@@ -115,6 +116,41 @@ class ModelConfig:
         if value is None or (not isinstance(value, str) and len(value) == 0):
             return ()
         return resolve_modalities(value)
+
+
+@dataclass(config=_STRICT)
+class UmURLConfig:
+    """UmURL (``model.method: umurl``; ikem_train/methods/umurl.py): its network, losses,
+    augmentations and optimizer. Defaults: the released code (HuiGuanLab/UmURL,
+    ``options_pretraining.py``, ``pretrain.py``, ``feeder/augmentations.py``, ``script_pretrain.sh``).
+    The schedule (``optim.epochs``, ``optim.milestones``, ``optim.gamma``) is the ``optim``
+    section's; ``optim.lr``, ``optim.momentum``, ``optim.weight_decay`` are IKEM's and unused."""
+
+    t_length: int = Field(64, ge=3)  # frames per view (input_size 64); the store's t_length must equal it
+    persons: Optional[int] = Field(None, gt=0)  # M of the tokens; None: the store's body slots (jobs record it)
+    hidden_size: int = Field(1024, gt=0)
+    num_heads: int = Field(1, gt=0)
+    num_layers: int = Field(1, gt=0)
+    projector_dim: int = Field(4096, gt=0)
+    crop_ratio_min: float = Field(0.1, gt=0, le=1)  # l_ratio of the temporal crop-resize
+    crop_ratio_max: float = Field(1.0, gt=0, le=1)
+    min_crop_frames: int = Field(64, gt=0)  # the crop keeps at least this many of the valid frames
+    corrupted_joints: int = Field(15, ge=0)  # joints zeroed or mixed by the joint corruption
+    spatial_amplitude: float = Field(1.0, ge=0)  # U(-a, a) entries of the shear and corruption matrices
+    consistency_weight: float = Field(5.0, ge=0)  # times (intra + inter)
+    variance_weight: float = Field(5.0, ge=0)  # times the hinge on each dimension's std
+    covariance_weight: float = Field(1.0, ge=0)
+    variance_eps: float = Field(1e-4, gt=0)
+    optimizer: Literal["adam", "adamw"] = "adam"  # the code: torch Adam (weight decay added to the gradient)
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    warmup_epochs: int = Field(0, ge=0)  # linear warm-up over the first epochs (the code defines one, never calls it)
+
+    @model_validator(mode="after")
+    def _check_crop(self):
+        if self.crop_ratio_min > self.crop_ratio_max:
+            raise ValueError(f"crop_ratio_min {self.crop_ratio_min} > crop_ratio_max {self.crop_ratio_max}")
+        return self
 
 
 @dataclass(config=_STRICT)
@@ -181,7 +217,10 @@ class FinetuneConfig:
     # dropout of the encoders while fine-tuning; None: the model's (the checkpoint's, or
     # model.dropout from scratch), which a checkpoint's model section would otherwise fix
     dropout: Optional[float] = Field(None, ge=0, lt=1)
-    epochs: Optional[int] = Field(None, gt=0)  # None: optim.epochs (the lr steps at optim.milestones either way)
+    # the schedule's length and lr steps; None: optim.epochs / optim.milestones. A longer run
+    # on the pretraining's milestones would spend its added epochs at the stepped-down lr.
+    epochs: Optional[int] = Field(None, gt=0)
+    milestones: Optional[tuple[int, ...]] = None
 
 
 @dataclass(config=_STRICT)
@@ -215,6 +254,7 @@ class Config:
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     run: RunSettings = dataclasses.field(default_factory=RunSettings)
+    umurl: UmURLConfig = dataclasses.field(default_factory=UmURLConfig)
 
     @model_validator(mode="after")
     def _check_queues(self):
@@ -241,6 +281,7 @@ _SECTIONS = {
     "evaluation": EvaluationConfig,
     "finetune": FinetuneConfig,
     "run": RunSettings,
+    "umurl": UmURLConfig,
 }
 
 

@@ -111,14 +111,15 @@ def test_the_demo_protocol_refuses_a_store_without_its_benchmark(tmp_path):
 def test_the_supervised_baseline_learns_its_own_classifier(tmp_path):
     """With the demo's settings, the from-scratch model's own end-to-end classifier beats chance
     (20 %, five balanced classes) by a wide margin on the bundled clips; under the shared
-    3-epoch schedule with dropout 0.5 it answered one class for every val clip (20 %)."""
+    3-epoch schedule with dropout 0.5 it answered one class for every val clip (20 %), and
+    10 epochs on the pretraining's milestones (lr stepped down after epoch 3) gave 22.5 %."""
     from ikem_train import jobs
     from ikem_train.demo import DEMO_CONFIG, _bundled_store
 
     store = _bundled_store(tmp_path)
     res = jobs.finetune(store, "custom", tmp_path / "supervised", from_scratch=True, modalities=["joint"],
                         config=DEMO_CONFIG, overrides=["run.device=cpu"], log=lambda *a: None)
-    assert res["final"]["epoch"] == 10 and res["final"]["top1"] >= 0.5, res["final"]  # seeds 0-2: 65, 65, 60 %
+    assert res["final"]["epoch"] == 10 and res["final"]["top1"] >= 0.5, res["final"]  # seeds 0-2: 60, 80, 60 %
     assert len({c["label"] for c in res["per_class"] if c["top1"] > 0}) >= 3  # not one class for every clip
 
 

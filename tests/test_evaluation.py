@@ -166,8 +166,9 @@ def _with_params(path, **params):
 def test_a_store_with_other_modality_settings_is_refused(pretrained, tmp_path):
     store, checkpoint = pretrained
     assert load_checkpoint(checkpoint)["store_params"]["bone_pairs"] == "ikem"
-    other = _with_params(write_synthetic_store(tmp_path / "o.zarr", n_train=24, n_val=12, frames=20, persons=1),
-                         bone_pairs="crossclr", t_length=64)
+    # t_length 64 as the arrays are (a store whose recorded t_length disagrees with them is refused as damaged)
+    other = _with_params(write_synthetic_store(tmp_path / "o.zarr", n_train=24, n_val=12, frames=64, persons=1),
+                         bone_pairs="crossclr")
     with pytest.raises(ev.EvaluationError, match="t_length: store 64, checkpoint 20; bone_pairs: store 'crossclr', "
                                                  "checkpoint 'ikem'"):
         jobs.knn(other, "ntu60-xsub", tmp_path / "knn", checkpoint=checkpoint, overrides=SMALL, **quiet)
@@ -368,15 +369,19 @@ def test_evaluation_batches_never_start_more_workers_than_cores(tmp_path, monkey
 
 
 def test_finetune_has_its_own_dropout_and_epochs(pretrained, tmp_path):
-    """finetune.dropout / finetune.epochs set what a checkpoint's model section and the shared
+    """finetune.dropout / .epochs / .milestones set what a checkpoint's model section and the shared
     optim section would otherwise fix (a pretrained encoder's dropout could not be changed)."""
     import yaml
 
     store, checkpoint = pretrained
     res = jobs.finetune(store, "ntu60-xsub", tmp_path / "ft", checkpoint=checkpoint,
-                        overrides=SMALL + ["finetune.dropout=0", "finetune.epochs=2"], **quiet)
+                        overrides=SMALL + ["finetune.dropout=0", "finetune.epochs=2", "finetune.milestones=[1]"], **quiet)
     recorded = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())
     assert recorded["model"]["dropout"] == 0 and recorded["optim"]["epochs"] == 2
+    assert recorded["optim"]["milestones"] == [1]
+    lrs = {json.loads(line)["epoch"]: json.loads(line).get("lr")
+           for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines() if "lr" in json.loads(line)}
+    assert lrs[2] == pytest.approx(lrs[1] * recorded["optim"]["gamma"])  # stepped down after epoch 1
     assert load_checkpoint(checkpoint)["config"]["model"]["dropout"] == 0.5
     assert res["final"]["epoch"] == 2
     epochs = [json.loads(line)["epoch"] for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]

@@ -20,7 +20,7 @@ def store_path(tmp_path):
     n = 7
     xyz = rng.normal(scale=0.4, size=(n, 3, 20, 25, 2)).astype(np.float32)
     names = [f"S001C00{1 + i % 3}P001R001A{i + 1:03d}" for i in range(n)]
-    path = write_raw_store(tmp_path / "s.zarr", xyz, 20 + np.arange(n), names)
+    path = write_raw_store(tmp_path / "s.zarr", xyz, 14 + np.arange(n), names)  # frames <= the 20 that raw/xyz holds
     with open_store(path, "r+") as store:   # an unsorted split exercises the ordering
         store.create_array("splits/ntu60-xview/train", (4,), np.int64)[:] = [6, 1, 4, 2]
         store.create_array("splits/ntu60-xview/val", (3,), np.int64)[:] = [0, 5, 3]

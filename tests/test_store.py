@@ -59,7 +59,7 @@ def test_attrs_are_json_and_nested(store_path):
         g["complete"] = True
         store.attrs["gendata"] = g
         assert store.is_complete("gendata") and not store.is_complete("modalities")
-    with open_store(store_path) as store:
+    with open_store(store_path, check=False) as store:  # a "complete" stage without arrays fails the check
         assert store.attrs["gendata"]["complete"] is True
         assert store.stage("modalities") is None
 

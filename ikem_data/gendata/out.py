@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 
 from ikem_data.gendata.plan import fingerprint
-from ikem_data.store import is_hdf5_path, open_store
+from ikem_data.store import StoreError, is_hdf5_path, open_store
 
 #: Parameters that do not identify a store: what to do with a bad file, and the files
 #: still to come (a rerun after fixing, removing or adding one continues).
-_NOT_IDENTITY = ("on_error", "n_inputs", "inputs_sha1")
+_NOT_IDENTITY = ("on_error", "n_inputs", "inputs_sha1", "files_sha1")
 #: Root attributes every ikem store has; a store holding only these holds nothing.
-_BASE_ATTRS = {"format", "version", "ikem_version"}
+_BASE_ATTRS = {"format", "version", "ikem_version", "every_chunk_stored"}
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -70,6 +70,8 @@ def inspect_out(out):
         return "empty", None, ""
     try:
         store = open_store(out, "r+")
+    except StoreError as exc:  # an ikem store whose files or content fail the open check
+        return ("damaged" if exc.is_ikem_store else "foreign"), None, str(exc)
     except (ValueError, FileNotFoundError, OSError) as exc:
         if out.is_dir():
             blank = _blank_zarr_group(out)
@@ -94,8 +96,12 @@ def decide(store, old, params, samples):
     if _identity(old_params) != _identity(params):
         return "other", _params_diff(_identity(old_params), _identity(params))
     if old.get("complete"):
-        if old_params.get("inputs_sha1") == params["inputs_sha1"]:
+        edited = old_params.get("files_sha1") not in (None, params.get("files_sha1"))  # None: made before ikem kept it
+        if old_params.get("inputs_sha1") == params["inputs_sha1"] and not edited:
             return "complete", ""
+        if old_params.get("inputs_sha1") == params["inputs_sha1"]:
+            return "other", ("an input file changed in place since it was made (same names, other sizes or "
+                             "modification times)")
         return "other", (f"the inputs changed: {old_params.get('n_inputs')} files then, {len(samples)} now, "
                          f"or other names, labels or splits")
     done = int(old.get("next_file", 0))

@@ -13,6 +13,7 @@ done (``done_sha1``, see :mod:`ikem_data.gendata.write`).
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from ikem_data.formats import ntu
@@ -39,6 +40,26 @@ def fingerprint(samples):
     digest = hashlib.sha1()
     for sample in samples:
         digest.update(sample_line(sample))
+    return digest.hexdigest()[:16]
+
+
+def files_fingerprint(samples, raw=None) -> str:
+    """A short digest of the size and modification time of every input file (and of ``raw``
+    when it is one file, e.g. a pyskl pickle), in order: it changes when a file is edited in
+    place, which the names, labels and splits of :func:`fingerprint` do not show. A path
+    that is not a file (a pickle's key, a segment of a video) counts as its own name."""
+    digest = hashlib.sha1()
+    paths = ([str(raw)] if raw is not None and os.path.isfile(raw) else []) + [str(s["path"]) for s in samples]
+    seen = set()
+    for path in paths:
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            st = os.stat(path)
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -112,7 +133,7 @@ def plan(raw=None, *, input_format="ntu", dataset=None, labels=None, body_policy
         input_format=fmt.name, dataset=found["dataset"], raw=identity["raw"], labels=identity["labels"],
         body_policy=identity["body_policy"], max_bodies=int(max_bodies), ignore_list=identity["ignore_list"],
         on_error=on_error, chunk_size=int(chunk_size), **own,
-        n_inputs=len(samples), inputs_sha1=fingerprint(samples),
+        n_inputs=len(samples), inputs_sha1=fingerprint(samples), files_sha1=files_fingerprint(samples, raw),
     )
     return dict(params=params, samples=samples, skipped=skipped, failed=failed, notes=found.get("notes", []),
                 format=fmt)

@@ -141,11 +141,19 @@ def gendata(raw=None, out=None, *, input_format="ntu", dataset=None, labels=None
                max_bodies=max_bodies, ignore_list=ignore_list, on_error=on_error, chunk_size=chunk_size)
     from ikem_data.locks import LockedError, exclusive
 
+    from ikem_data.files import NoRoomError, is_no_room, no_room
+    from ikem_data.store import KEPT
+
     try:
         with exclusive(out, "store", log):  # one writer: a second gendata (or modalities) is refused
             return _gendata(out, job, overwrite, workers, progress, write_chunks, stop_after_chunks, log)
     except LockedError as exc:
         raise GendataError(str(exc)) from None
+    except OSError as exc:  # a full disk or the file-size limit: one line; the state saved last holds
+        if not is_no_room(exc):
+            raise
+        raise GendataError(str(exc) if isinstance(exc, NoRoomError) else str(no_room(exc, out, "store", KEPT))) \
+            from None
 
 
 def _gendata(out, job, overwrite, workers, progress, write_chunks, stop_after_chunks, log):

@@ -32,7 +32,8 @@ from ikem_data.locks import exclusive
 from ikem_data.modalities.kernels import T_REF, compute_modalities
 from ikem_data.names import MODALITIES
 from ikem_data.modalities.preprocess import SampleError, check_params, preprocess
-from ikem_data.store import open_store
+from ikem_data.store import StoreError, open_store
+from ikem_data.store_check import array_names as _array_names, check_content
 
 STAGE = "modalities"
 BONE_PAIR_SETS = ("ikem", "crossclr")
@@ -61,25 +62,6 @@ def stage_params(t_length=50, rotation_sign="sequence", bone_pairs="ikem", true_
     return {"t_length": int(t_length), "rotation_sign": rotation_sign, "bone_pairs": bone_pairs,
             "true_timeline": bool(true_timeline), "t_ref": T_REF, "on_empty": on_empty,
             "names": list(MODALITIES)}
-
-
-def _array_names(store, prefix):
-    """Names of all arrays below group ``prefix`` (recursive), e.g. ``raw/xyz``."""
-    if prefix not in store:
-        return []
-    group = store.root[prefix]
-    names = []
-    if store.kind == "hdf5":
-        import h5py
-
-        group.visititems(lambda name, obj: names.append(f"{prefix}/{name}")
-                         if isinstance(obj, h5py.Dataset) else None)
-        return sorted(names)
-    for key in group.array_keys():
-        names.append(f"{prefix}/{key}")
-    for key in group.group_keys():
-        names.extend(_array_names(store, f"{prefix}/{key}"))
-    return sorted(names)
 
 
 def _check_raw(store):
@@ -113,8 +95,9 @@ def _check_raw(store):
 def copy_raw(source, out, overwrite=False, block=256):
     """Copy ``raw/``, ``splits/`` and the attributes of store ``source`` into a new ``out``.
 
-    Resumable: a finished copy of the same source (``attrs["copy"]``) is kept; an
-    unfinished one is started again. ``attrs["gendata"]`` is written last.
+    Resumable: a finished copy of the same source, made from its present content
+    (``attrs["copy"]`` records a fingerprint of it), is kept; an unfinished or outdated one
+    is started again. ``attrs["gendata"]`` is written last.
 
     Raises:
         StageError: ``out`` is ``source`` itself; the source is not a complete raw store;
@@ -127,10 +110,13 @@ def copy_raw(source, out, overwrite=False, block=256):
     with open_store(source, "r") as src:
         _check_raw(src)
         origin = str(src.path.resolve())
+        # The source's raw/ and splits/ as they are now: a copy of an older content is redone.
+        content = src.fingerprint("raw/") + src.fingerprint("splits/")
         try:
-            with open_store(out, "r") as dst:
+            with open_store(out, "r", check=("gendata",) if overwrite else True) as dst:
                 copied = dst.attrs.get("copy") or {}
-                if copied.get("source") == origin and copied.get("complete") and dst.is_complete("gendata"):
+                if copied.get("source") == origin and copied.get("complete") and dst.is_complete("gendata") \
+                        and copied.get("source_fingerprint") in (None, content):
                     return
                 if copied.get("source") != origin and not overwrite:
                     raise StageError(f"store {dst.path} already exists and is not a copy of {origin}; pass "
@@ -148,10 +134,19 @@ def copy_raw(source, out, overwrite=False, block=256):
                 for start in range(0, a.shape[0], block):
                     b[start:start + block] = a[start:start + block]
             for key, value in src.attrs.items():
-                if key not in ("format", "version", "ikem_version", "gendata", STAGE, "copy"):
+                if key not in ("format", "version", "ikem_version", "every_chunk_stored", "gendata", STAGE, "copy"):
                     dst.attrs[key] = value
-            dst.attrs["copy"] = {"complete": True, "source": origin}
+            dst.attrs["copy"] = {"complete": True, "source": origin, "source_fingerprint": content}
             dst.attrs["gendata"] = src.attrs["gendata"]
+
+
+def _damaged(store):
+    """Why the complete modalities stage of ``store`` fails the open check, or None."""
+    try:
+        check_content(store, store.files if store.kind == "zarr" else None, stages=("modalities",))
+    except StoreError as exc:
+        return str(exc)
+    return None
 
 
 def _create_float_array(store, name, shape, chunks):
@@ -201,17 +196,27 @@ def build_modalities(out, source=None, t_length=50, rotation_sign="sequence", bo
     chunk_size = int(chunk_size)
     if source is None and not Path(out).exists():  # refused before the lock: no lock file for a store that is not there
         raise StageError(f"no store at {out}: write it with `ikem-data gendata` first, or give --from RAW")
-    with exclusive(out, "store"):
-        if source is not None:
-            copy_raw(source, out, overwrite=overwrite)
-        return _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step_chunks)
+    from ikem_data.files import NoRoomError, is_no_room, no_room
+    from ikem_data.store import KEPT
+
+    try:
+        with exclusive(out, "store"):
+            if source is not None:
+                copy_raw(source, out, overwrite=overwrite)
+            return _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step_chunks)
+    except OSError as exc:  # a full disk or the file-size limit: one line; the progress saved last holds
+        if not is_no_room(exc):
+            raise
+        raise StageError(str(exc) if isinstance(exc, NoRoomError) else str(no_room(exc, out, "store", KEPT))) \
+            from None
 
 
 def _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step_chunks):
     """The stage on ``out`` (raw data in place, lock held): see :func:`build_modalities`."""
     from ikem_data.progress import progress_bar
 
-    with open_store(out, "r+") as store:
+    # With overwrite, the stage to be replaced may be damaged (the open check would refuse it).
+    with open_store(out, "r+", check=("gendata",) if overwrite else True) as store:
         layout = _check_raw(store)
         xyz = store["raw/xyz"]
         n, _, _, v, m = xyz.shape
@@ -220,17 +225,27 @@ def _build(out, params, chunk_size, workers, on_empty, overwrite, progress, step
         resume = False
         if old is not None:
             same = {k: old.get("params", {}).get(k) for k in PARAM_KEYS} == params
-            if same and old.get("complete"):
+            damaged = _damaged(store) if same and old.get("complete") else None
+            # raw/ rewritten since (gendata --overwrite, a hand edit): the modalities are stale.
+            stale = old.get("raw_fingerprint") not in (None, store.fingerprint("raw/"))
+            if same and old.get("complete") and damaged is None and not stale:
                 return "unchanged", old
+            if stale and not overwrite:
+                raise StageError(f"store {store.path}: raw/ changed since its modalities were computed (fingerprint "
+                                 f"{old['raw_fingerprint']} -> {store.fingerprint('raw/')}); pass --overwrite to "
+                                 "recompute them")
+            if damaged is not None or stale:  # only reached with overwrite: recompute it all
+                same = False
             if not same and not overwrite:
                 raise StageError(f"store {store.path} already has modalities with other parameters "
                                  f"({old.get('params')}); pass --overwrite to replace them")
-            resume = same and all(f"{STAGE}/{k}" in store and tuple(store[f'{STAGE}/{k}'].shape) == shape
+            resume = same and not stale and all(f"{STAGE}/{k}" in store and tuple(store[f'{STAGE}/{k}'].shape) == shape
                                   for k in MODALITIES)
         done = int(old.get("done", 0)) if resume else 0
         empty = list(old.get("empty_samples", [])) if resume else []
         attrs = {"complete": False, "params": params, "done": done, "samples": n,
-                 "empty_samples": empty, "chunk_size": chunk_size, "ikem_version": __version__}
+                 "empty_samples": empty, "chunk_size": chunk_size, "ikem_version": __version__,
+                 "raw_fingerprint": store.fingerprint("raw/")}  # what the modalities are computed from
         store.attrs[STAGE] = attrs
         if not resume:
             for name in MODALITIES:

@@ -285,7 +285,8 @@ def write_synthetic_store(path, n_train=32, n_val=16, num_class=4, benchmark="nt
     n = n_train + n_val
     labels = (np.arange(n) % num_class).astype(np.int16)
     with open_store(path, "w") as store:
-        store.create_array("raw/frames", (n,), np.int32)[...] = rng.integers(30, 120, size=n).astype(np.int32)
+        header_frames = rng.integers(30, 120, size=n).astype(np.int32)
+        store.create_array("raw/frames", (n,), np.int32)[...] = header_frames
         store.create_array("raw/label", (n,), np.int16)[...] = labels
         names = np.array([f"S001C001P001R001A{int(l) + 1:03d}".encode() for l in labels], dtype="S20")
         store.create_array("raw/name", (n,), "S20")[...] = names
@@ -298,6 +299,8 @@ def write_synthetic_store(path, n_train=32, n_val=16, num_class=4, benchmark="nt
             data += offsets[labels.astype(np.int64)]
             store.create_array(f"modalities/{name}", data.shape, np.float32,
                                chunks=(16, 3, frames, 25, persons))[...] = data
+        store.create_array("modalities/valid_length", (n,), np.int32)[...] = header_frames
         store.attrs["gendata"] = {"complete": True, "params": {"synthetic": True}}
-        store.attrs["modalities"] = {"complete": True, "params": {**stage_params(t_length=frames), "synthetic": True}}
+        store.attrs["modalities"] = {"complete": True, "params": {**stage_params(t_length=frames), "synthetic": True,
+                                                                  "names": list(modalities)}}  # the ones written
     return path

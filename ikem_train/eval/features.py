@@ -45,6 +45,8 @@ def checkpoint_modalities(ck: dict, requested=None) -> tuple[str, ...]:
     """
     from ikem_data.names import resolve_modalities
 
+    if is_umurl(ck["config"]["model"]):
+        return umurl_features(requested)
     have = tuple(ck["modalities"])
     if requested is None or (isinstance(requested, str) and requested.strip() == "all"):
         return have
@@ -54,6 +56,70 @@ def checkpoint_modalities(ck: dict, requested=None) -> tuple[str, ...]:
         raise EvaluationError(
             f"the {ck['kind']} checkpoint has no encoder for {', '.join(missing)}; it has: {', '.join(have)}")
     return names
+
+
+def is_umurl(model_cfg: dict) -> bool:
+    """Whether a ``model`` config section (dict) is UmURL's (``method: umurl``)."""
+    return model_cfg.get("method", "ikem") == "umurl"
+
+
+def umurl_features(requested=None) -> tuple[str, ...]:
+    """The UmURL features to evaluate: ``requested`` names among ``multimodal`` (the fused
+    feature ``y_u``, the default), ``joint``, ``bone``, ``motion`` (uni-modal ``y_m``); ``"all"``: the four.
+
+    Raises:
+        EvaluationError: an unknown or repeated name.
+    """
+    from ikem_train.nets.umurl import MULTIMODAL, UMURL_FEATURES
+
+    if requested is None:
+        return (MULTIMODAL,)
+    if isinstance(requested, str):
+        if requested.strip() == "all":
+            return UMURL_FEATURES
+        requested = [part.strip() for part in requested.split(",") if part.strip()]
+    names = tuple(requested)
+    unknown = [m for m in names if m not in UMURL_FEATURES]
+    if unknown or len(set(names)) != len(names) or not names:
+        raise EvaluationError(f"UmURL features are {', '.join(UMURL_FEATURES)} (or all); got {', '.join(names) or 'none'}")
+    return names
+
+
+def umurl_encoders(model_cfg: dict, names, state=None) -> nn.ModuleDict:
+    """UmURL features ``names`` over one backbone (random, or loaded strictly from ``state``,
+    a UmURLModel state dict), frozen and in eval mode. ``model_cfg``: the ``model`` section
+    with the ``umurl`` section under ``"umurl"``.
+
+    Raises:
+        EvaluationError: missing or unexpected backbone keys, or a shape mismatch.
+    """
+    from ikem_train.nets.umurl import UmURLBackbone, UmURLFeature, backbone_kwargs
+
+    backbone = UmURLBackbone(**backbone_kwargs(model_cfg, model_cfg["umurl"]))
+    if state is not None:
+        given = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        want = set(backbone.state_dict())
+        missing, unexpected = sorted(want - set(given)), sorted(set(given) - want)
+        if missing or unexpected:
+            raise EvaluationError(f"checkpoint UmURL backbone does not match its config: missing keys "
+                                  f"{missing[:5] or 'none'}; unexpected keys {unexpected[:5] or 'none'}")
+        try:
+            backbone.load_state_dict(given, strict=True)
+        except RuntimeError as exc:  # shape mismatch
+            raise EvaluationError(f"checkpoint UmURL backbone: {exc}".replace("\n", " ")) from None
+    backbone.requires_grad_(False).eval()
+    return nn.ModuleDict({m: UmURLFeature(backbone, m) for m in names}).eval()
+
+
+def input_modalities(encoders: nn.ModuleDict) -> tuple[str, ...]:
+    """The store arrays the encoders read, once each, in order: an encoder's own modality,
+    or its ``input_modality`` (UmURL's features all read ``joint``)."""
+    return tuple(dict.fromkeys(getattr(enc, "input_modality", m) for m, enc in encoders.items()))
+
+
+def _inputs_of(encoders: nn.ModuleDict, dataset) -> list[int]:
+    """For each encoder, the position of its input in the dataset's modalities (x[:, k])."""
+    return [list(dataset.modalities).index(getattr(enc, "input_modality", m)) for m, enc in encoders.items()]
 
 
 def _stgcn(model_cfg):
@@ -72,6 +138,8 @@ def load_encoders(ck: dict, modalities) -> nn.ModuleDict:
     """
     from ikem_train.methods.model import encoder_state_dicts
 
+    if is_umurl(ck["config"]["model"]):
+        return umurl_encoders({**ck["config"]["model"], "umurl": ck["config"]["umurl"]}, modalities, ck["model"])
     try:
         states = encoder_state_dicts(ck["model"], list(modalities))
     except KeyError as exc:
@@ -104,6 +172,8 @@ def random_encoders(model_cfg: dict, modalities, seed: int) -> nn.ModuleDict:
         ``nn.ModuleDict`` modality -> STGCN, frozen and in eval mode, in the order of ``modalities``.
     """
     torch.manual_seed(seed)
+    if is_umurl(model_cfg):
+        return umurl_encoders(model_cfg, modalities)
     return nn.ModuleDict({m: _stgcn(model_cfg).requires_grad_(False).eval() for m in modalities})
 
 
@@ -123,7 +193,9 @@ def check_store_agrees(store_path, model_cfg: dict, trained_on: dict | None) -> 
     Raises:
         EvaluationError: the skeleton layout or its joint count differs from the
             encoders', or any of :data:`STORE_KEYS` differs; the message lists both
-            values of each.
+            values of each. UmURL (``model_cfg`` with ``method: umurl`` and its ``umurl``
+            section) compares ``t_length`` (``umurl.t_length``), ``rotation_sign`` and the
+            body slots only: it computes bone and motion from the joints.
     """
     from ikem_data.store import open_store
 
@@ -131,6 +203,7 @@ def check_store_agrees(store_path, model_cfg: dict, trained_on: dict | None) -> 
     with open_store(store_path, "r") as store:
         params = dict((store.stage("modalities") or {}).get("params") or {})
         joints = store["modalities/joint"].shape[3] if "modalities/joint" in store else layout.num_joints
+        persons = store["modalities/joint"].shape[4] if "modalities/joint" in store else None
         try:
             stored = store_layout(store).name
         except ValueError:
@@ -140,9 +213,15 @@ def check_store_agrees(store_path, model_cfg: dict, trained_on: dict | None) -> 
         diffs.append(f"skeleton layout: store {stored!r}, checkpoint {layout.name!r}")
     if joints != layout.num_joints:
         diffs.append(f"joints: store {joints}, encoders {layout.num_joints} (layout {layout.name})")
-    expected = {key: model_cfg[key] for key in ("bone_pairs", "true_timeline") if key in model_cfg}
+    # UmURL computes bone and motion from the joints itself: only what shapes the joints counts
+    keys = ("t_length", "rotation_sign") if is_umurl(model_cfg) else STORE_KEYS
+    expected = {key: model_cfg[key] for key in ("bone_pairs", "true_timeline") if key in model_cfg and key in keys}
+    if is_umurl(model_cfg):
+        expected["t_length"] = model_cfg["umurl"]["t_length"]
+        if persons is not None and persons != model_cfg["umurl"]["persons"]:
+            diffs.append(f"body slots: store {persons}, checkpoint {model_cfg['umurl']['persons']}")
     for key, value in (trained_on or {}).items():
-        if key in STORE_KEYS:
+        if key in keys:
             expected.setdefault(key, value)
     for key in STORE_KEYS:
         if key in expected and key in params and params[key] != expected[key]:
@@ -162,12 +241,12 @@ class _AllStreams(nn.Module):
     inference will see (dropout's rescaling would shift the variances).
     """
 
-    def __init__(self, encoders: nn.ModuleDict):
+    def __init__(self, encoders: nn.ModuleDict, inputs):
         super().__init__()
-        self.encoders = encoders
+        self.encoders, self.inputs = encoders, list(inputs)
 
     def forward(self, x):
-        return [encoder(x[:, k]) for k, encoder in enumerate(self.encoders.values())]
+        return [encoder(x[:, k]) for k, encoder in zip(self.inputs, self.encoders.values())]
 
     def train(self, mode=True):
         super().train(mode)
@@ -185,12 +264,13 @@ def recalibrate_bn(encoders: nn.ModuleDict, dataset: ModalityDataset, batch_size
     of one pass's batch statistics), dropout off. The encoders stay frozen and in eval mode.
 
     Args:
-        encoders: modality -> STGCN, in the order of the dataset's modalities (x[:, k]).
+        encoders: modality -> STGCN (or UmURL feature), each reading its modality (or
+            ``input_modality``) of the dataset.
         dataset: its ``x`` (B, K, 3, T, V, M). batch_size, num_workers: of the loader.
     """
     from torch.optim.swa_utils import update_bn
 
-    update_bn((x for x, _, _ in eval_batches(dataset, batch_size, device, num_workers)), _AllStreams(encoders),
+    update_bn((x for x, _, _ in eval_batches(dataset, batch_size, device, num_workers)), _AllStreams(encoders, _inputs_of(encoders, dataset)),
               device=device)
     encoders.eval()
 
@@ -223,12 +303,13 @@ def extract_features(encoders: nn.ModuleDict, dataset: ModalityDataset, batch_si
 
     Returns:
         ``(features (n, K, hidden_dim) float32, labels (n,) int64, store indices (n,) int64)``,
-        K = the encoders in their order (the dataset's modalities must be the same).
+        K = the encoders in their order; each reads its modality (or ``input_modality``,
+        :func:`input_modalities`) of the dataset.
     """
     feats, labels, index = [], [], []
-    names = list(encoders)
-    for x, label, idx in eval_batches(dataset, batch_size, device, num_workers):  # x (B, K, 3, T, V, M)
-        feats.append(torch.stack([encoders[m](x[:, k]) for k, m in enumerate(names)], dim=1).float().cpu())
+    names, inputs = list(encoders), _inputs_of(encoders, dataset)
+    for x, label, idx in eval_batches(dataset, batch_size, device, num_workers):  # x (B, K', 3, T, V, M)
+        feats.append(torch.stack([encoders[m](x[:, k]) for k, m in zip(inputs, names)], dim=1).float().cpu())
         labels.append(label)
         index.append(idx)
     return torch.cat(feats), torch.cat(labels), torch.cat(index)

@@ -62,6 +62,32 @@ def with_store_layout(cfg: Config, store) -> Config:
     return config_from_dict(plain)
 
 
+def umurl_config(cfg, store):
+    """``cfg`` with ``umurl.persons`` the store's body slots, after checking the store for UmURL.
+
+    Raises:
+        StoreError: the store's ``t_length`` is not ``umurl.t_length`` (UmURL: 64 frames), or
+            ``umurl.persons`` is given and is not the store's.
+    """
+    from ikem_data.store import open_store
+    from ikem_train.data.datasets import StoreError, check_store
+
+    with open_store(store, "r") as s:
+        check_store(s, ("joint",))
+        persons = int(s["modalities/joint"].shape[-1])
+    t_length = recorded_store_params(store).get("t_length")
+    want = cfg.umurl.t_length
+    if t_length != want:
+        raise StoreError(f"store {store} holds sequences of t_length={t_length} frames but UmURL takes "
+                         f"umurl.t_length={want}: build a store with `ikem-data modalities --from {store} "
+                         f"--out NEW --t-length {want}`")
+    if cfg.umurl.persons not in (None, persons):
+        raise StoreError(f"umurl.persons is {cfg.umurl.persons} but store {store} holds {persons} body slot(s)")
+    plain = config_to_dict(cfg)
+    plain["umurl"]["persons"] = persons
+    return config_from_dict(plain)
+
+
 def with_model(cfg: Config, model_cfg: dict) -> Config:
     """``cfg`` with its ``model`` section replaced (encoders follow their checkpoint)."""
     plain = config_to_dict(cfg)
@@ -83,6 +109,33 @@ def job_processes(cfg: Config, log):
     distributed.local_batch_size(cfg.data.batch_size, distributed.launch_env().world_size)
     with distributed.session(cfg.run.device, cfg.run.backend, cfg.run.dist_timeout) as env:
         yield env, env.main_only(log)
+
+
+@contextmanager
+def reading_store(store, base=None, run_dir=None):
+    """A job's hold on its store (:func:`ikem_data.store.reading`): writers are refused while
+    it runs, and a resumed run's store must be the one it was made from.
+
+    Args:
+        base: the checkpoint entries of a resumed run (:func:`resume_base`), or None.
+
+    Yields:
+        the :class:`ikem_data.store.StoreWatch`: record its ``fingerprint`` in checkpoints
+        and results, call ``verify()`` before writing them at the end.
+
+    Raises:
+        StoreError: the store changed since the resumed run recorded it (its checkpoints
+            and metrics belong to the old content); LockedError: a process writes it.
+    """
+    from ikem_data.store import StoreError, reading
+
+    with reading(store) as watch:
+        recorded = (base or {}).get("store_fingerprint")
+        if recorded is not None and recorded != watch.fingerprint:
+            raise StoreError(f"store {store} changed since run {run_dir} was made from it (fingerprint {recorded} -> "
+                             f"{watch.fingerprint}): its checkpoints and metrics belong to the old content, so "
+                             "--resume would mix the two; start a new run in a new --run-dir")
+        yield watch
 
 
 def write_config(run: Path, cfg: Config) -> None:
@@ -126,7 +179,9 @@ def encoder_source(cfg: Config, store, checkpoint, modalities):
     A checkpoint (pretrain, distill or finetune) gives the ``modalities`` asked for (None or
     ``"all"``: all of its encoders) and its ``model`` section; without one, the random
     encoders take ``modalities`` (default ``model.modalities``) and the config's ``model``
-    section on the store's layout.
+    section on the store's layout. UmURL (``model.method: umurl``, in the checkpoint or the
+    config) gives features (:func:`ikem_train.eval.features.umurl_features`: default the
+    fused ``multimodal`` one) and its model section carries the ``umurl`` section under ``"umurl"``.
 
     Raises:
         CheckpointError: see :func:`load_checkpoint`; EvaluationError: a modality the
@@ -134,6 +189,12 @@ def encoder_source(cfg: Config, store, checkpoint, modalities):
     """
     if checkpoint is not None:
         ck = load_checkpoint(checkpoint, kind=ev.CHECKPOINT_KINDS)
-        return ck, ev.checkpoint_modalities(ck, modalities), ck["config"]["model"]
+        model_cfg = ck["config"]["model"]
+        if ev.is_umurl(model_cfg):  # the umurl section travels with the model section
+            model_cfg = {**model_cfg, "umurl": ck["config"]["umurl"]}
+        return ck, ev.checkpoint_modalities(ck, modalities), model_cfg
+    if cfg.model.method == "umurl":
+        plain = config_to_dict(umurl_config(with_store_layout(cfg, store), store))
+        return None, ev.umurl_features(modalities), {**plain["model"], "umurl": plain["umurl"]}
     names = resolve_modalities(cfg.model.modalities if modalities in (None, "all") else modalities)
     return None, names, config_to_dict(with_store_layout(cfg, store))["model"]

@@ -14,7 +14,7 @@ from ikem_train.checkpoint import atomic_file, save_checkpoint
 from ikem_train.config import Config, config_to_dict, load_config
 from ikem_train.data.datasets import ModalityDataset
 from ikem_train.eval import features as ev
-from ikem_train.jobs.common import count_classes, encoder_source, read_val_names, write_config, write_json
+from ikem_train.jobs.common import count_classes, encoder_source, read_val_names, reading_store, write_config, write_json
 from ikem_train.training import distributed
 from ikem_train.training.loop import resolve_device, run_folder
 
@@ -51,8 +51,9 @@ class FrozenFeatures:
         self.encoders, self.names, self.model_cfg, trained_on, self.source = _encoders(
             cfg, store, checkpoint, random_init, modalities)
         self.store_params = ev.check_store_agrees(store, self.model_cfg, trained_on)
-        self.train_ds = ModalityDataset(store, benchmark, "train", self.names)
-        self.val_ds = ModalityDataset(store, benchmark, "val", self.names)
+        self.inputs = ev.input_modalities(self.encoders)  # the store arrays the encoders read
+        self.train_ds = ModalityDataset(store, benchmark, "train", self.inputs)
+        self.val_ds = ModalityDataset(store, benchmark, "val", self.inputs)
         self.num_class = count_classes(cfg, self.train_ds.labels, self.val_ds.labels)
         self.store, self.benchmark, self.cfg = store, benchmark, cfg
 
@@ -138,16 +139,18 @@ def frozen_evaluation(store, benchmark, run_dirs: dict, *, checkpoint=None, rand
     if unknown or not run_dirs:
         raise ev.EvaluationError(f"unknown evaluation protocol(s) {unknown}; valid: {', '.join(PROTOCOLS)}")
     cfg = load_config(config, overrides)
-    frozen = FrozenFeatures(store, benchmark, cfg, checkpoint, random_init, modalities)
-    if "knn" in run_dirs and cfg.evaluation.knn_k > len(frozen.train_ds):
-        raise ev.EvaluationError(f"--k {cfg.evaluation.knn_k} is larger than the {len(frozen.train_ds)} train "
-                                 f"samples of {benchmark}")
     with ExitStack() as held:
+        watch = held.enter_context(reading_store(store))  # no writer changes the store while it is read
+        frozen = FrozenFeatures(store, benchmark, cfg, checkpoint, random_init, modalities)
+        if "knn" in run_dirs and cfg.evaluation.knn_k > len(frozen.train_ds):
+            raise ev.EvaluationError(f"--k {cfg.evaluation.knn_k} is larger than the {len(frozen.train_ds)} train "
+                                     f"samples of {benchmark}")
         runs = {protocol: held.enter_context(run_folder(folder, False, log, resumable=False))
                 for protocol, folder in run_dirs.items()}
         for run in runs.values():
             write_config(run, cfg)
         frozen.extract(log)
+        watch.verify()  # the features are all read: the store they came from has not changed
         protocols = {"linear": _linear_protocol, "knn": _knn_protocol}
         return {protocol: protocols[protocol](frozen, cfg, run, log) for protocol, run in runs.items()}
 

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from ikem_train.checkpoint import load_checkpoint
-from ikem_train.config import config_to_dict, load_config
+from ikem_train.config import config_from_dict, config_to_dict, load_config
 from ikem_train.data.datasets import ModalityDataset
 from ikem_train.eval import features as ev
-from ikem_train.jobs.common import count_classes, encoder_source, job_processes, on_processes, resume_base, train_split, with_model, write_json
+from ikem_train.jobs.common import count_classes, encoder_source, job_processes, on_processes, reading_store, resume_base, train_split, with_model, write_json
 from ikem_train.training.loop import resolve_device, run_folder, train
 
 
@@ -22,9 +22,13 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
              overrides=(), resume=False, log=print) -> dict:
     """Fine-tune encoders and new classifiers end to end on the train split's labels.
 
+    A UmURL checkpoint (or ``model.method: umurl`` from scratch) fine-tunes its one backbone
+    with a linear classifier per requested feature (default the fused ``multimodal``, as
+    UmURL's ``Downstream``), logits averaged.
+
     ``finetune.dropout`` replaces the encoders' dropout while fine-tuning (None: the
-    checkpoint's, or ``model.dropout`` from scratch), ``finetune.epochs`` the number of
-    epochs (None: ``optim.epochs``). ``finetune.label_fraction``
+    checkpoint's, or ``model.dropout`` from scratch), ``finetune.epochs`` and
+    ``finetune.milestones`` the schedule (None: ``optim.epochs``, ``optim.milestones``). ``finetune.label_fraction``
     (``--label-fraction``) fine-tunes on a seeded per-class
     subset (semi-supervised; the drawn store indices are saved as
     ``labelled_train_indices.npy``); ``from_scratch`` trains randomly initialised
@@ -60,18 +64,29 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
     pretrained = None if ck is None else ev.load_encoders(ck, names)  # strict: each key present, no other
     if cfg.finetune.dropout is not None:  # a training setting: the run's model section records what was used
         source_model = {**source_model, "dropout": cfg.finetune.dropout}
+    umurl = ev.is_umurl(source_model)
+    if umurl:  # the umurl section travels beside the model section
+        source_model = dict(source_model)
+        plain = config_to_dict(cfg)
+        plain["umurl"] = source_model.pop("umurl")
+        cfg = config_from_dict(plain)
     cfg = with_model(cfg, source_model)
-    if cfg.finetune.epochs is not None:  # the loop, its checkpoints and resume read optim.epochs
-        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, epochs=cfg.finetune.epochs))
+    schedule = {key: getattr(cfg.finetune, key) for key in ("epochs", "milestones")
+                if getattr(cfg.finetune, key) is not None}
+    if schedule:  # the loop, its checkpoints and resume read the optim section
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, **schedule))
     model_cfg = config_to_dict(cfg)["model"]
+    if umurl:
+        model_cfg["umurl"] = config_to_dict(cfg)["umurl"]
     store_params = ev.check_store_agrees(store, model_cfg, None if ck is None else ck.get("store_params"))
-    with job_processes(cfg, log) as (env, log):
+    with reading_store(store, base, run_dir) as watch, job_processes(cfg, log) as (env, log):
         train_ds = train_split(store, benchmark, cfg, env, views=1)
         fraction = cfg.finetune.label_fraction
         if fraction is not None:
             subset = label_subset(train_ds.labels, fraction, cfg.data.seed)
             train_ds = train_split(store, benchmark, cfg, env, views=1, positions=subset)
-        val_ds = ModalityDataset(store, benchmark, "val", names)
+        inputs = ("joint",) if umurl else names  # the store arrays the encoders read
+        val_ds = ModalityDataset(store, benchmark, "val", inputs)
         num_class = count_classes(cfg, train_ds.labels, val_ds.labels)
         if len(train_ds) < cfg.data.batch_size:
             raise ev.EvaluationError(f"{len(train_ds)} labelled train samples are fewer than one batch of "
@@ -85,12 +100,22 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
                 np.save(labelled, train_ds.indices)
 
             torch.manual_seed(cfg.data.seed)
-            streams = torch.nn.ModuleDict({m: Encoder(num_class, mlp=False, **stgcn_kwargs(model_cfg)) for m in names})
-            if pretrained is not None:
-                for m in names:
-                    streams[m].backbone.load_state_dict(pretrained[m].state_dict(), strict=True)
-            model = FinetuneModel(streams, model_cfg["bone_pairs"], model_cfg["true_timeline"], model_cfg["layout"])
-            backbones = torch.nn.ModuleDict({m: streams[m].backbone for m in names})
+            if umurl:
+                from ikem_train.methods.umurl import UmURLFinetuneModel
+                from ikem_train.nets.umurl import backbone_kwargs
+
+                model = UmURLFinetuneModel(backbone_kwargs(model_cfg, model_cfg["umurl"]), names, num_class)
+                if pretrained is not None:
+                    model.backbone.load_state_dict(next(iter(pretrained.values())).backbone.state_dict(), strict=True)
+                backbones = torch.nn.ModuleDict({"backbone": model.backbone})
+            else:
+                streams = torch.nn.ModuleDict({m: Encoder(num_class, mlp=False, **stgcn_kwargs(model_cfg))
+                                               for m in names})
+                if pretrained is not None:
+                    for m in names:
+                        streams[m].backbone.load_state_dict(pretrained[m].state_dict(), strict=True)
+                model = FinetuneModel(streams, model_cfg["bone_pairs"], model_cfg["true_timeline"], model_cfg["layout"])
+                backbones = torch.nn.ModuleDict({m: streams[m].backbone for m in names})
             start = ev.parameter_snapshot(backbones)
             device = env.device or resolve_device(cfg.run.device)
             latest = {}
@@ -102,7 +127,8 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
                 model.eval()
                 per = []
                 for x, _, _ in ev.eval_batches(val_ds, cfg.data.eval_batch_size, device, cfg.data.num_workers):
-                    per.append(model.logits({m: x[:, k] for k, m in enumerate(names)}).float().cpu())
+                    per.append(model.logits({m: x[:, inputs.index("joint" if umurl else m)] for m in names})
+                               .float().cpu())
                 per = torch.cat(per, dim=1)  # (K, n_val, C)
                 if not bool(torch.isfinite(per).all()):
                     raise ev.EvaluationError(f"fine-tuning diverged by epoch {epoch} (non-finite val logits); "
@@ -123,7 +149,7 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
             train(model, train_ds, cfg, run, kind="finetune", modalities=names, resume=resume, epoch_end=evaluate,
                   log=log, extra={"checkpoint": None if checkpoint is None else str(checkpoint),
                                   "from_scratch": bool(from_scratch), "store": str(store), "benchmark": benchmark,
-                                  "store_params": store_params})
+                                  "store_params": store_params, "store_fingerprint": watch.fingerprint})
             if not env.is_main:  # rank 0 evaluated the val split and writes the results
                 return None
             if "logits" not in latest:  # a resumed run that had nothing left to train
@@ -143,12 +169,13 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
                 "from_scratch": bool(from_scratch), "store": str(store), "benchmark": benchmark,
                 "modalities": list(names),
                 "fused": len(names) > 1, "num_class": num_class, "graph_partition": model_cfg.get("graph_partition"),
-                "store_params": store_params, "label_fraction": fraction, "train_samples": len(train_ds),
+                "store_params": store_params, "store_fingerprint": watch.fingerprint, "label_fraction": fraction, "train_samples": len(train_ds),
                 "val_samples": len(val_ds), "run": str(run),
                 "final": keep(final), "best_on_val": {"note": BEST_LABEL, **keep(best)},
                 "per_modality_top1": {m: final[f"val/top1/{m}"] for m in names},
                 **ev.class_report(fused.argmax(1), torch.from_numpy(val_ds.labels), train_ds.labels, num_class),
                 "encoder_changed": changed,
             }
+            watch.verify()  # the numbers above all come from the store as it was at the start
             write_json(run / "results.json", results)
             return results

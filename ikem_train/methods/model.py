@@ -152,6 +152,7 @@ class PretrainModel(QueueModel):
         ikem: add the IKEM concatenated-key term in phase 2.
         cross_phase_frozen_keys: key encoders not momentum-updated in phase 2 (reference:
             joint, bone, rotation_axis; ``()`` updates all).
+        method: ``"ikem"`` only (the ``model.method`` config key; ValueError otherwise).
         key_init: ``"copy"`` (key = exact copy of query, standard MoCo) or ``"reinit"``
             (independent random init, the reference).
         bone_pairs, true_timeline: forwarded to :func:`compute_modalities`.
@@ -176,8 +177,11 @@ class PretrainModel(QueueModel):
                  cross_epoch=150, topk=1, context=True, ikem=True,
                  cross_phase_frozen_keys=("joint", "bone", "rotation_axis"), key_init="copy",
                  bone_pairs="ikem", true_timeline=True, graph_partition=GRAPH_PARTITIONS[0], layout=None,
-                 stacked_encoders="auto"):
+                 stacked_encoders="auto", method="ikem"):
         super().__init__()
+        if method != "ikem":  # model.method: umurl builds ikem_train.methods.umurl.UmURLModel instead
+            raise ValueError(f"PretrainModel is the IKEM family (method 'ikem'), not {method!r}; "
+                             "UmURL is ikem_train.methods.umurl.UmURLModel")
         self.modalities = resolve_modalities(modalities)
         self.stacked_encoders = check_stacked_encoders(stacked_encoders)
         self.layout = get_layout(layout)

@@ -156,7 +156,7 @@ def embed(store, benchmark, out, *, checkpoint=None, random_init=False, modality
     positions = subsample(len(frozen.val_ds), max_samples, cfg.data.seed)
     if len(positions) < MIN_SAMPLES:
         raise EmbedError(f"t-SNE needs at least {MIN_SAMPLES} samples; {benchmark} val has {len(positions)}")
-    val = ModalityDataset(store, benchmark, "val", frozen.names, positions=positions)
+    val = ModalityDataset(store, benchmark, "val", frozen.inputs, positions=positions)
     device, batch, workers = frozen.prepare(log)
     features, labels, _ = ev.extract_features(frozen.encoders, val, batch, device, workers)
     health = frozen.health_of(features, log)

@@ -2,8 +2,10 @@
 
 ``train`` drives any module with the forward contract
 ``model(**{name: batch[name] for name in model.inputs}, epoch=epoch) -> {"loss": ..., "loss/<part>": ...}``
-(PretrainModel and DistillModel take ``view1, view2, frames``; FinetuneModel ``view1, frames, label``):
-SGD with a step schedule that is a plain function of the 1-based epoch, full batches
+(PretrainModel and DistillModel take ``view1, view2, frames``; FinetuneModel ``view1, frames, label``;
+UmURLModel ``view1 … view4``):
+SGD with a step schedule that is a plain function of the 1-based epoch (or the model's own
+``make_optimizer(params, cfg)`` and ``lr_at_epoch(epoch, cfg)``, UmURL's Adam and warm-up), full batches
 (drop_last), bf16 autocast on CUDA only, optional ``torch.compile``, tqdm progress,
 ``metrics.jsonl`` (and TensorBoard when asked and installed), atomic checkpoints
 (``last.pt`` every epoch, ``epoch<NNN>.pt`` every ``save_interval``) and exact resume.
@@ -204,8 +206,19 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
         max_batches=cfg.run.max_steps_per_epoch, rank=env.rank, world_size=env.world_size,
     )
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                          weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
+    # A model may bring its own optimizer and lr schedule (UmURL: Adam, lr_at_epoch); the default is
+    # SGD with the step schedule of the optim section.
+    if hasattr(model, "make_optimizer"):
+        opt = model.make_optimizer(params, cfg)
+        schedule = model.lr_at_epoch
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                              weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
+
+        def schedule(epoch, cfg):
+            return lr_at(epoch, cfg.optim.lr, cfg.optim.milestones, cfg.optim.gamma)
+    compared = ("model", "distill") if kind == "distill" else ("model", "umurl") if cfg.model.method == "umurl" \
+        else ("model",)
     start_epoch, step = 1, 0
     if resume and not (run_dir / "last.pt").is_file():
         log(f"{run_dir} has no checkpoint yet (interrupted in its first epoch): starting it again from epoch 1")
@@ -214,7 +227,7 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
             _keep_metrics_until(run_dir / "metrics.jsonl", 0)
     if resume:
         ck = load_checkpoint(run_dir / "last.pt", kind=kind, resume=True)
-        diffs = _same_sections(ck["config"], plain_cfg, ("model", "distill") if kind == "distill" else ("model",))
+        diffs = _same_sections(ck["config"], plain_cfg, compared)
         diffs += _same_sections({"data": {"batch_size": ck["config"]["data"]["batch_size"]}},
                                 {"data": {"batch_size": cfg.data.batch_size}}, ("data",))
         if diffs:
@@ -246,7 +259,7 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
     record = {}
     last_good = run_dir / "last.pt"
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
-        lr = lr_at(epoch, cfg.optim.lr, cfg.optim.milestones, cfg.optim.gamma)
+        lr = schedule(epoch, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
         unused = skips(epoch)
@@ -311,7 +324,7 @@ def train(model, dataset, cfg: Config, run_dir, *, kind: str, modalities, extra:
             continue
         payload = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                    "scheduler": {"type": "step", "milestones": list(cfg.optim.milestones),
-                                 "gamma": cfg.optim.gamma, "base_lr": cfg.optim.lr, "last_epoch": epoch},
+                                 "gamma": cfg.optim.gamma, "base_lr": opt.defaults["lr"], "last_epoch": epoch},
                    "epoch": epoch, "step": step, "rng": rngs[0], "world_size": env.world_size,
                    **({"rng_ranks": rngs} if env.enabled else {}), "config": plain_cfg,
                    "kind": kind, "modalities": list(modalities), **(extra or {})}

@@ -16,5 +16,5 @@ if metrics.is_file():
         if "epoch" in record and "loss" in record:
             losses.append(round(record["loss"], 3))
 print(json.dumps(dict(name=name, seed=int(seed), mode=mode, settings=settings,
-                      linear_final_top1=linear["final"]["top1"], knn_top1=knn["top1"]["joint"],
+                      linear_final_top1=linear["final"]["top1"], knn_top1=knn["top1"][knn["modalities"][0]] if len(knn["modalities"]) == 1 else knn["top1"]["fused"],
                       pretrain_seconds=int(pretrain_s), eval_seconds=int(eval_s), loss_per_epoch=losses)))
