@@ -463,7 +463,8 @@ def test_cli_pretrain_method_and_one_line_refusals(store, pretrained, tmp_path):
     assert ok.exit_code == 0, ok.output
     assert load_checkpoint(tmp_path / "a" / "last.pt")["config"]["model"]["method"] == "umurl"
     for args, message in (
-            (["pretrain", *common, "--method", "simclr", "--run", str(tmp_path / "b")], "model.method: Input should be"),
+            (["pretrain", *common, "--method", "simclr", "--run", str(tmp_path / "b")],
+             "model.method: expected one of 'ikem', 'umurl', got 'simclr'"),
             (["distill", *common, "--teacher", str(pretrained), "--run", str(tmp_path / "b")], "is a UmURL checkpoint"),
             (["linear", *common, "--checkpoint", str(pretrained), "--modalities", "multimodal,omega",
               "--run", str(tmp_path / "b")], "UmURL features are multimodal, joint, bone, motion")):
