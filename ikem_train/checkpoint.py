@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ikem_data.files import kind_of
 from ikem_data.layouts import DEFAULT_LAYOUT
 from ikem_data.quoting import quote
 from ikem_train.config import ConfigError, config_from_dict
@@ -174,8 +175,7 @@ def load_checkpoint(path, kind=None, map_location="cpu", resume=False) -> dict:
     if not path.is_file():
         if not path.exists():
             raise CheckpointError(f"checkpoint not found: {path}")
-        what = "a folder" if path.is_dir() else "not a regular file (a pipe, socket or device)"
-        raise CheckpointError(f"checkpoint {path} is {what}; give a .pt file ikem wrote")  # "not found" misled
+        raise CheckpointError(f"checkpoint {path} is {kind_of(path.stat().st_mode)}; give a .pt file ikem wrote")
     try:
         with torch.serialization.safe_globals(_OLD_NUMPY_RNG_GLOBALS):
             payload = torch.load(path, map_location=map_location, weights_only=True)

@@ -516,7 +516,7 @@ def test_class10_a_checkpoint_that_is_a_pipe_or_folder_is_named_so(tmp_path):
     from skeleton_files import alarm
 
     with alarm(10):
-        for name, what in [("last.pt", "not a regular file (a pipe, socket or device)"), ("dir.pt", "a folder")]:
+        for name, what in [("last.pt", "a named pipe (FIFO)"), ("dir.pt", "a folder")]:
             with pytest.raises(CheckpointError) as err:
                 load_checkpoint(tmp_path / name)
             assert str(err.value) == f"checkpoint {tmp_path / name} is {what}; give a .pt file ikem wrote"
