@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 import click
 
@@ -106,8 +107,6 @@ def _written_for_users(exc: KeyError) -> bool:
 def _interrupted_hint(kwargs) -> str:
     """What a Ctrl-C leaves, by what is in the run folder now (a checkpoint is promised only when
     there is one: in epoch 1 there is none yet)."""
-    from pathlib import Path
-
     if kwargs.get("run_dir") is None:
         return "nothing was written"
     run = Path(kwargs["run_dir"])

@@ -3,6 +3,8 @@
 Modalities are data: every command loops over these names, never over copies of code.
 """
 
+from ikem_data.quoting import quote
+
 # Order matters: it is the reference's channel order for the IKEM concatenated key
 # (METHOD.md §6.4: j, m, b, a, r, o) and the order of `--modalities all`.
 MODALITIES = ("joint", "motion", "bone", "acceleration", "rotation_axis", "angular_velocity")
@@ -29,18 +31,23 @@ def resolve_modalities(spec):
         tuple of canonical names in the order given (``all`` gives :data:`MODALITIES`).
 
     Raises:
-        ValueError: an unknown or repeated name; the message lists the valid names.
+        ValueError: an unknown or repeated name (the message lists the valid names), or
+            something other than a string or a list of strings.
     """
     if isinstance(spec, str):
         if spec.strip() == "all":
             return MODALITIES
         spec = [part for part in spec.split(",") if part.strip()]
+    # a YAML number, mapping or nested list (a config, a checkpoint) was an AttributeError traceback
+    spec = list(spec) if hasattr(spec, "__iter__") and not isinstance(spec, dict) else spec
+    if not isinstance(spec, list) or not all(isinstance(raw, str) for raw in spec):
+        raise ValueError("expected modality names: a list or a comma-separated string")  # a config adds (got ...)
     names = []
     for raw in spec:
         name = MODALITY_ALIASES.get(raw.strip(), raw.strip())
         if name not in MODALITIES:
             valid = ", ".join(MODALITIES) + " (alias: omega = angular_velocity), or all"
-            raise ValueError(f"unknown modality {raw.strip()!r}; valid: {valid}")
+            raise ValueError(f"unknown modality {quote(raw.strip())}; valid: {valid}")
         if name in names:
             raise ValueError(f"modality {name!r} is listed twice")
         names.append(name)

@@ -7,15 +7,11 @@ import os
 import stat
 from pathlib import Path
 
+from ikem_data.files import kind_of
+
 
 class OutputError(ValueError):
     """An output path that cannot be written; the message names it and why."""
-
-
-def _kind(mode) -> str:
-    return ("a folder" if stat.S_ISDIR(mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
 
 
 def check_output_file(path, option: str = "--out") -> Path:
@@ -34,7 +30,7 @@ def check_output_file(path, option: str = "--out") -> Path:
     except (FileNotFoundError, NotADirectoryError):  # the latter: a file where a folder of the path should be
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
-        raise OutputError(f"{option} {path} is {_kind(mode)}, not a file that can be written")
+        raise OutputError(f"{option} {path} is {kind_of(mode)}, not a file that can be written")
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent

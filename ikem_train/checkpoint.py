@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ikem_data.files import kind_of
 from ikem_data.layouts import DEFAULT_LAYOUT
 from ikem_data.quoting import quote
 from ikem_train.config import ConfigError, config_from_dict
@@ -172,7 +173,9 @@ def load_checkpoint(path, kind=None, map_location="cpu", resume=False) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        if not path.exists():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint {path} is {kind_of(path.stat().st_mode)}; give a .pt file ikem wrote")
     try:
         with torch.serialization.safe_globals(_OLD_NUMPY_RNG_GLOBALS):
             payload = torch.load(path, map_location=map_location, weights_only=True)

@@ -54,7 +54,7 @@ class DataConfig:
     batch_size: int = Field(128, gt=0)
     eval_batch_size: int = Field(128, gt=0)
     num_workers: int = Field(4, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2 ** 32 - 1)  # numpy's SeedSequence and scikit-learn's t-SNE take 0 .. 2**32-1
     shear: float = 0.5
     crop_ratio: int = 6
     pin_memory: bool = True
@@ -71,7 +71,7 @@ def check_stacked_encoders(value):
     config and by the models built without one."""
     if value is True or value is False or value == "auto":  # 1 == True, so a Literal alone takes 1
         return value
-    raise ValueError(f"stacked_encoders must be auto, true or false, not {value!r}")
+    raise ValueError(f"stacked_encoders must be auto, true or false, not {quote(value)}")
 
 
 @dataclass(config=_STRICT)
@@ -237,7 +237,8 @@ class RunSettings:
     progress: bool = True
     log_interval: int = Field(50, gt=0)  # steps between reads of the loss (progress bar, NaN check)
     backend: Literal["auto", "nccl", "gloo"] = "auto"  # torchrun jobs: auto = NCCL on CUDA, gloo on CPU
-    dist_timeout: float = Field(600.0, gt=0)  # seconds a collective may wait for the other processes
+    # seconds a collective may wait for the other processes (at most 10^9: a datetime.timedelta overflows far above)
+    dist_timeout: float = Field(600.0, gt=0, le=1e9)
     sync_bn: bool = True  # torchrun jobs: BatchNorm statistics over the global batch
 
 
@@ -297,7 +298,7 @@ def _format_error(exc: ValidationError) -> str:
         where = ".".join(loc) or "config"
         if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             valid = _fields_of(loc[:-1])
-            lines.append(f"unknown key {where!r}; valid keys here: {', '.join(valid or [])}")
+            lines.append(f"unknown key {quote(where)}; valid keys here: {', '.join(valid or [])}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{where}: {msg} (got {quote(err.get('input'))})" if loc else msg)
@@ -404,7 +405,7 @@ def apply_overrides(data: dict, overrides) -> dict:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not p for p in key.split(".")):
-            raise ConfigError(f"bad override {item!r}: expected section.key=value, e.g. optim.lr=0.05")
+            raise ConfigError(f"bad override {quote(item)}: expected section.key=value, e.g. optim.lr=0.05")
         try:
             value = load_yaml(raw, f"--set {quote(item, 60)}") if raw.strip() else None
         except RefusedYAML as exc:
@@ -418,7 +419,7 @@ def apply_overrides(data: dict, overrides) -> dict:
             if child is None:
                 child = node[part] = {}
             elif not isinstance(child, dict):
-                raise ConfigError(f"bad override {item!r}: {part!r} is a value, not a section")
+                raise ConfigError(f"bad override {quote(item)}: {quote(part)} is a value, not a section")
             node = child
         node[parts[-1]] = value
     return out

@@ -96,3 +96,11 @@ def test_round_trip_through_plain_dict():
     assert plain["model"]["modalities"] == ["bone"] and isinstance(plain["optim"]["milestones"], list)
     assert config_from_dict(plain) == cfg
     assert apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
+
+
+def test_every_shipped_config_passes_the_strict_reading():
+    """The configs ikem ships load with no alias, tag, repeated key or loosely typed value."""
+    shipped = sorted(CONFIGS.rglob("*.yaml")) + sorted((CONFIGS.parent / "ikem_train").glob("*.yaml"))
+    assert len(shipped) > 20
+    for path in shipped:
+        load_config(path)  # raises ConfigError naming the file and line or the key

@@ -511,13 +511,13 @@ def test_killing_the_torchrun_launcher_stops_every_rank(store, tmp_path):
         assert len(ranks) == 2, ranks
         proc.kill()  # kill -9: the launcher cannot stop them itself
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 40  # noticed within 1 s, stopped within 10 s more (2 shared cores: slack)
         while any(_running(r) for r in ranks) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not any(_running(r) for r in ranks), log.read_text()
         text = log.read_text()
-        assert f"rank 0: the torchrun launcher (pid {proc.pid}) is gone; stopping this rank" in text, text
-        assert "interrupted: the last finished epoch's checkpoint is kept" in text, text
+        for rank in (0, 1):
+            assert f"rank {rank}: the torchrun launcher (pid {proc.pid}) is gone; stopping this rank" in text, text
     finally:
         proc.kill()
         for pid in ranks:  # only the ranks this test started, by pid

@@ -234,6 +234,7 @@ def test_nan_inside_the_data_is_refused_by_evaluation(tmp_path):
 # == issue 22, classes 1, 2, 8, 10: bad values refused by name, in one line, before any work ==
 
 import hashlib  # noqa: E402 (this section's own imports, kept beside it)
+import json  # noqa: E402
 import pickle  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
@@ -315,6 +316,15 @@ def test_class1_no_message_prints_the_whole_bad_input(real_store, tmp_path):
     assert str(err.value) == (f"{deep}: no usable annotation; first problem: {deep}: annotation 0 "
                               "(S001C001P001R001A001): label and total_frames must be integers (got [[[[...]]]], 3)")
     assert not (tmp_path / "deep.zarr").exists()
+    # the NW-UCLA JSON reader: the decoder itself recursed
+    from ikem_data.formats.folder import InputFileError
+    from ikem_data.formats.nwucla import read_sequence
+
+    (tmp_path / "a01_s01_e01_v01.json").write_text("[" * depth + "]" * depth)
+    with pytest.raises(InputFileError) as err:
+        read_sequence(tmp_path / "a01_s01_e01_v01.json")
+    assert str(err.value) == (f"{tmp_path / 'a01_s01_e01_v01.json'}: not a sequence file: its JSON is nested too "
+                              "deep to read")
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -324,10 +334,15 @@ def test_class1_no_message_prints_the_whole_bad_input(real_store, tmp_path):
     ("data:\n  batch_size: true\n", "data.batch_size: expected an integer, got true (bool)"),
     ("data:\n  batch_size: 4.0\n", "data.batch_size: expected an integer, got 4.0 (float)"),
     (f"data:\n  seed: {2 ** 70}\n", f"data.seed: {2 ** 70} does not fit in a 64-bit integer"),
+    ("data:\n  seed: -1\n", "data.seed: Input should be greater than or equal to 0 (got -1)"),
+    (f"data:\n  seed: {2 ** 32}\n", f"data.seed: Input should be less than or equal to {2 ** 32 - 1} (got {2 ** 32})"),
     ("optim:\n  lr: 1e39\n", "optim.lr: 1e+39 is outside the float32 range (magnitude at most 3.403e+38)"),
     ("optim:\n  lr: .nan\n", "optim.lr: nan is not a finite number"),
+    ("run:\n  dist_timeout: 1e30\n", "run.dist_timeout: Input should be less than or equal to 1000000000 (got 1e+30)"),
     ("model:\n  mlp: 1\n", "model.mlp: expected true or false, got 1 (int)"),
     ("optim:\n  milestones: [10, yes]\n", "optim.milestones[1]: expected an integer, got true (bool)"),
+    ("model:\n  modalities: [1]\n", "model.modalities: expected modality names: a list or a comma-separated string "
+                                     "(got [1])"),
     ("data:\n  seed: !!int 3\n", "{f}, line 2: YAML tags (tag:yaml.org,2002:int) are not allowed in a config; "
                                  "write plain values"),
     ("optim:\n  <<: {lr: 0.2}\n", "{f}, line 2: YAML merge keys (<<) are not allowed in a config"),
@@ -477,3 +492,31 @@ def test_class10_messages_say_what_is_true(real_store, real_run, tmp_path, monke
     np.savez(tmp_path / "scores.npz", fused=np.zeros((2, 3), np.float32), label=np.zeros(2, np.int64))
     result = CliRunner().invoke(ikem_train, ["fuse", str(tmp_path)])
     _one_line_error(result, f"{tmp_path / 'scores.npz'} lacks name: not a linear evaluation's scores")
+
+
+def test_class8_metrics_lines_of_any_shape_are_skipped_not_tracebacks(real_run, tmp_path):
+    source, args = real_run
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    odd = ["[" * 100_000 + "]" * 100_000, '{"epoch": "two", "loss": 1}', "not json", "[1, 2]"]
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write("".join(line + "\n" for line in odd))
+    result = CliRunner().invoke(ikem_train, ["plot", str(run)])  # a RecursionError in the JSON decoder
+    assert result.exit_code == 0 and result.output.startswith(f"{run / 'curves.png'}: "), result.output
+    result = CliRunner().invoke(ikem_train, [*args[:5], "--run-dir", str(run), *args[7:], "--set", "optim.epochs=2",
+                                             "--resume"])  # keeping the records up to epoch 1 read every line
+    assert result.exit_code == 0 and "resuming" in result.output, result.output
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert lines[1:5] == odd and [json.loads(line)["epoch"] for line in (lines[0], lines[5])] == [1, 2]
+
+
+def test_class10_a_checkpoint_that_is_a_pipe_or_folder_is_named_so(tmp_path):
+    os.mkfifo(tmp_path / "last.pt")
+    (tmp_path / "dir.pt").mkdir()
+    from skeleton_files import alarm
+
+    with alarm(10):
+        for name, what in [("last.pt", "a named pipe (FIFO)"), ("dir.pt", "a folder")]:
+            with pytest.raises(CheckpointError) as err:
+                load_checkpoint(tmp_path / name)
+            assert str(err.value) == f"checkpoint {tmp_path / name} is {what}; give a .pt file ikem wrote"

@@ -20,6 +20,7 @@ import numpy as np
 from ikem_data.files import read_regular_file
 from ikem_data.formats.folder import InputFileError, as_sample, checked_float32, list_named
 from ikem_data.layouts import KINECT_V1_20, get_layout
+from ikem_data.quoting import quote
 
 NAME_RE = re.compile(r"a(\d\d)_s(\d\d)_e(\d\d)_v(\d\d)\.json")
 #: Action code in the file name -> 1-based label (the codes a07 and a10 are not in the set).
@@ -67,11 +68,13 @@ def read_sequence(path) -> np.ndarray:
         raise InputFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise InputFileError(f"{path}:{exc.lineno}: not JSON ({exc.msg}, column {exc.colno})") from None
+    except RecursionError:  # the decoder recurses per level: a file of 10^5 '[' ends here, not in a traceback
+        raise InputFileError(f"{path}: not a sequence file: its JSON is nested too deep to read") from None
     if not isinstance(record, dict) or "skeletons" not in record or "label" not in record:
         raise InputFileError(f"{path}: expected an object with fields skeletons and label")
     match = NAME_RE.fullmatch(str(path).replace("\\", "/").rsplit("/", 1)[-1])
     if match and record["label"] != ACTION_LABELS.get(int(match.group(1))):
-        raise InputFileError(f"{path}: field label is {record['label']!r} but the name's action "
+        raise InputFileError(f"{path}: field label is {quote(record['label'])} but the name's action "
                              f"a{match.group(1)} is label {ACTION_LABELS.get(int(match.group(1)))}")
     try:
         joints = np.asarray(record["skeletons"], dtype=np.float64)

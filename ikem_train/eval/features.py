@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ikem_data.layouts import get_layout, store_layout
+from ikem_data.quoting import quote
 from ikem_train.data.datasets import ModalityDataset, make_loader
 from ikem_train.nets.stgcn import STGCN, stgcn_kwargs
 
@@ -182,7 +183,7 @@ def check_store_agrees(store_path, model_cfg: dict, trained_on: dict | None) -> 
             expected.setdefault(key, value)
     for key in STORE_KEYS:
         if key in expected and key in params and params[key] != expected[key]:
-            diffs.append(f"{key}: store {params[key]!r}, checkpoint {expected[key]!r}")
+            diffs.append(f"{key}: store {quote(params[key])}, checkpoint {quote(expected[key])}")
     if diffs:
         raise EvaluationError(
             f"store {store_path} does not match the encoders: {'; '.join(diffs)}. Evaluate on a store built "

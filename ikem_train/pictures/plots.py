@@ -88,7 +88,7 @@ def read_metrics(run_dir) -> list[dict]:
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # a line nested thousands deep recurses in the decoder
             continue
         epoch = record.get("epoch") if isinstance(record, dict) else None
         if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
@@ -307,7 +307,7 @@ def run_class_names(run_dir, num_class, sample_names=None, labels=None) -> list[
     if results.is_file():
         try:
             store = json.loads(results.read_text()).get("store")
-        except (json.JSONDecodeError, AttributeError):
+        except (json.JSONDecodeError, AttributeError, RecursionError):
             store = None
     if store:
         try:

@@ -220,7 +220,7 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = 600)
                 pass
 
 
-def watch_launcher(rank: int, interval_s: float = 1.0, grace_s: float = 30.0) -> threading.Event:
+def watch_launcher(rank: int, interval_s: float = 1.0, grace_s: float = 10.0) -> threading.Event:
     """Stop this rank, as a Ctrl-C would, when its launcher is gone; set the returned event to stop watching.
 
     torchrun's agent is every rank's parent. Killed (``kill -9``), it cannot stop them, and
@@ -230,7 +230,9 @@ def watch_launcher(rank: int, interval_s: float = 1.0, grace_s: float = 30.0) ->
     job through its usual Ctrl-C path (the last finished epoch's checkpoint is kept;
     checkpoints are written atomically, so no moment is unsafe). Where SIGINT is not
     Python's (a background job inherits it ignored), or the rank is still running
-    ``grace_s`` later, it exits at once (status 130).
+    ``grace_s`` later, it exits at once (status 130): under ``torchrun --standalone`` the
+    rendezvous store lived in the launcher, so a rank whose peer left first can wait on
+    it in a collective or in the failure report until the process-group timeout.
     """
     parent, stop = os.getppid(), threading.Event()
 

@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from ikem_data.locks import exclusive
+from ikem_data.quoting import quote
 from ikem_train.training import distributed, sync_bn
 from ikem_train.checkpoint import atomic_file, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ikem_train.config import EXECUTION_KEYS, Config, config_to_dict
@@ -121,10 +122,21 @@ def _keep_metrics_until(path: Path, epoch: int) -> None:
     if not path.is_file():
         return
     lines = path.read_text().splitlines()
-    kept = [line for line in lines if json.loads(line).get("epoch", 0) <= epoch]
+    kept = [line for line in lines if not _epoch_of(line) > epoch]
     if len(kept) != len(lines):
         with atomic_file(path, "w") as fh:
             fh.write("".join(line + "\n" for line in kept))
+
+
+def _epoch_of(line: str) -> float:
+    """The ``epoch`` of a metrics line; -inf for a line that is not a record with a whole-number
+    epoch (an edit, a torn last line): it is kept as it is, never a traceback on resume."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; deep nesting recurses
+        return float("-inf")
+    value = record.get("epoch") if isinstance(record, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else float("-inf")
 
 
 def append_jsonl(path, record: dict) -> None:
@@ -139,7 +151,7 @@ def _same_sections(saved: dict, now: dict, sections) -> list[str]:
         old, new = saved.get(section, {}), now.get(section, {})
         for key in sorted((set(old) | set(new)) - EXECUTION_KEYS):
             if old.get(key) != new.get(key):
-                diffs.append(f"{section}.{key}: checkpoint {old.get(key)!r}, now {new.get(key)!r}")
+                diffs.append(f"{section}.{key}: checkpoint {quote(old.get(key))}, now {quote(new.get(key))}")
     return diffs
 
 
