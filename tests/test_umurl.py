@@ -152,6 +152,17 @@ def test_fused_feature_averages_the_three_embeddings():
         net.fused(x[:, :, :5])
 
 
+def test_the_batched_encoder_pass_equals_one_pass_per_view():
+    torch.manual_seed(0)
+    model = um.UmURLModel({"frames": 6, "persons": 2, "hidden_size": 8}, projector_dim=12).double()
+    views = [torch.randn(3, 3, 6, 25, 2, dtype=torch.float64) for _ in range(4)]
+    z, z_fused = model.projections(*views)
+    torch.manual_seed(0)
+    for m, view in zip(("joint", "bone", "motion"), views):
+        torch.testing.assert_close(z[m], model.projector[m](model.backbone.single(view, m)))
+        torch.testing.assert_close(z_fused[m], model.projector[m](model.backbone.fused(views[3])))
+
+
 # -- losses against their closed forms -------------------------------------------------------
 
 
