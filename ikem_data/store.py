@@ -625,7 +625,13 @@ def open_store(path, mode="r", check=True) -> Store:
         if hdf5:
             check_hdf5_links(path, root)
         if check:
-            check_content(store, None if hdf5 else files, stages=None if check is True else tuple(check))
+            stages = None if check is True else tuple(check)
+            # A job opens its store several times (~8 for knn): the content of files whose
+            # sizes and times are those of a store that passed already is not checked again.
+            key = (str(path.resolve()), fingerprint(files), stages)
+            if key not in _CHECKED:
+                check_content(store, None if hdf5 else files, stages=stages)
+                _CHECKED.add(key)
     except StoreError as exc:
         store.close()
         exc.is_ikem_store = True
@@ -654,6 +660,10 @@ def _kind(path) -> str:
         return kind_of(os.stat(path).st_mode)
     except OSError as exc:
         return f"unreadable: {exc.strerror}"
+
+
+#: ``(store path, fingerprint of its files, stages)`` that passed :func:`check_content` in this process.
+_CHECKED: set = set()
 
 
 class StoreWatch:
