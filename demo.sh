@@ -2,7 +2,7 @@
 # One command on a fresh clone: install ikem into .venv and run the whole IKEM method
 # (gendata -> modalities -> teacher -> distillation -> linear and KNN evaluation, beside
 # random-init and supervised baselines, 3 seeds) on the bundled MIT-licensed Kinect captures.
-# A smoke run of about 25-30 minutes on 2 quiet CPU cores (as README says), not a benchmark.
+# A smoke run of 15-25 minutes on 2 quiet CPU cores (as README says), not a benchmark.
 # Extra arguments go to `ikem-train demo` (see `ikem-train demo --help`).
 set -euo pipefail
 cd "$(dirname "$0")"

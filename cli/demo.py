@@ -29,7 +29,7 @@ def demo(out, device, seeds, store, benchmark, config, overrides):
     linear and KNN, mean ± std over seeds, with how many std each pretrained row lies
     above its random baseline.
 
-    Without --store: the bundled MIT-licensed Kinect v2 captures, a smoke run of about 8
+    Without --store: the bundled MIT-licensed Kinect v2 captures, a smoke run of 4 to 8
     minutes a seed on 2 quiet CPU cores (README's sample output gives the time measured) that
     shows the pipeline working; it is not a benchmark. With
     --store and --benchmark: the same rows on your data (e.g. an NW-UCLA store from
