@@ -230,7 +230,8 @@ def watch_launcher(rank: int, interval_s: float = 1.0, grace_s: float = 10.0) ->
     job through its usual Ctrl-C path (the last finished epoch's checkpoint is kept;
     checkpoints are written atomically, so no moment is unsafe). Where SIGINT is not
     Python's (a background job inherits it ignored), or the rank is still running
-    ``grace_s`` later, it exits at once (status 130): under ``torchrun --standalone`` the
+    ``grace_s`` later, it exits at once (status 130; a SIGALRM a few seconds later ends it
+    where even that thread cannot run): under ``torchrun --standalone`` the
     rendezvous store lived in the launcher, so a rank whose peer left first can wait on
     it in a collective or in the failure report until the process-group timeout.
     """
@@ -242,10 +243,17 @@ def watch_launcher(rank: int, interval_s: float = 1.0, grace_s: float = 10.0) ->
                 continue
             sys.stderr.write(f"rank {rank}: the torchrun launcher (pid {parent}) is gone; stopping this rank\n")
             sys.stderr.flush()
+            if signal.getsignal(signal.SIGALRM) is signal.SIG_DFL:
+                # the backstop the kernel carries out: a main thread stuck in C code while
+                # holding the GIL (a collective, or destroy_process_group on the lost store)
+                # would keep this thread from ever reaching os._exit
+                signal.alarm(int(grace_s) + 5)
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                 signal.raise_signal(signal.SIGINT)  # handled in the main thread: KeyboardInterrupt
-                if stop.wait(grace_s):
-                    return
+                # not stop.wait: the session's teardown sets stop and then can hang in
+                # destroy_process_group on the launcher's lost store; a rank that ends sooner
+                # ends this daemon thread with it
+                time.sleep(grace_s)
             os._exit(130)
 
     threading.Thread(target=watch, name="ikem-launcher-watch", daemon=True).start()
