@@ -29,7 +29,7 @@ if [ "$MODE" = pre ] || [ "$MODE" = umurl ]; then
   fi
   SOURCE=(--checkpoint "$R/pre/last.pt")
 else
-  SOURCE=(--random-init --config "$CONFIG")
+  SOURCE=(--random-init --config "$CONFIG" "$@")  # the random encoders get the options a pretrained row's got
 fi
 t1=$(date +%s)
 rm -rf "$R/lin" "$R/knn"
