@@ -26,8 +26,9 @@ before=$(wc -l < "$HERE/results.jsonl")  # run_one.sh appends its rows there
 umurl_rows() {  # name benchmark: UmURL rows, one seed after another
   local name=$1 bench=$2 seed
   for seed in $(seq 0 $((SEEDS - 1))); do
-    for mode in umurl umurl-random; do
-      DEVICE=$DEVICE RUNS=$WORK/runs timeout "$LIMIT" "$HERE/run_one.sh" "$name-M1-D10-$mode" "$WORK/${name}64.zarr" \
+    for mode in umurl umurl-random; do  # names as summarize.py pairs them
+      row=$name-M1-D10-umurl; [ "$mode" = umurl-random ] && row=$name-M1-umurl-random
+      DEVICE=$DEVICE RUNS=$WORK/runs timeout "$LIMIT" "$HERE/run_one.sh" "$row" "$WORK/${name}64.zarr" \
         "$bench" "$seed" "$mode" ${UMURL_SET:-} >> "$OUT/$name-umurl.log" 2>&1 || echo "$name $mode seed $seed: rc $?" >> "$OUT/$name.log"
     done
   done
