@@ -8,6 +8,7 @@ from ikem_data.modalities.stage import build_modalities
 from ikem_data.gendata.run import gendata
 from ikem_train.data.augment import augment, worker_rng
 from ikem_train.methods.model import PretrainModel
+from train_steps import step_losses
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +33,14 @@ def test_twenty_moco_steps_on_real_files_lower_the_loss(real_joint):
         # initial queue (loss ~0, keys = query copies); from step 3 the queue holds real keys.
         model = PretrainModel(["joint"], queue_size=24)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        losses = []
-        for _ in range(20):
+
+        def views():
             pick = rng.choice(len(joint), size=12, replace=False)
             view1 = torch.from_numpy(np.stack([augment(joint[i], rng) for i in pick]))
             view2 = torch.from_numpy(np.stack([augment(joint[i], rng) for i in pick]))
-            loss = model(view1, view2, torch.from_numpy(frames[pick]).float(), epoch=1)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+            return view1, view2, torch.from_numpy(frames[pick]).float()
+
+        losses = step_losses(model, opt, 20, views)
     finally:
         torch.set_num_threads(threads)
     assert all(np.isfinite(losses))

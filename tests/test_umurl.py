@@ -19,6 +19,7 @@ from ikem_train.data.datasets import StoreError, write_synthetic_store
 from ikem_train.methods import umurl as um
 from ikem_train.nets.umurl import (MULTIMODAL, SpatialTemporalTransformer, TokenEmbedding, UmURLBackbone, modality,
                                    sinusoidal_positions, tokens)
+from train_steps import step_losses
 
 BENCH = "ntu60-xsub"
 FRAMES = 12  # a short t_length keeps the job tests fast; the paper's 64 is tested on the real files
@@ -303,19 +304,16 @@ def test_steps_on_the_real_ntu_files_lower_the_loss(real_store):
     model = um.UmURLModel({"frames": 64, "persons": joint.shape[-1], "hidden_size": 32}, projector_dim=64)
     opt = um.umurl_optimizer(model.parameters(), UmURLConfig(lr=1e-2))
     rng = np.random.default_rng(0)
-    losses = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the real-store fixture leaves torch at its default
+
+    def views():
+        pick = rng.choice(len(joint), size=12, replace=False)
+        return [torch.from_numpy(np.stack([um.umurl_view(joint[i], lengths[i], rng, cfg) for i in pick]))
+                for _ in range(4)]
+
     try:
-        for _ in range(STEPS):
-            pick = rng.choice(len(joint), size=12, replace=False)
-            views = [torch.from_numpy(np.stack([um.umurl_view(joint[i], lengths[i], rng, cfg) for i in pick]))
-                     for _ in range(4)]
-            loss = model(*views, epoch=1)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+        losses = step_losses(model, opt, STEPS, views)
     finally:
         torch.set_num_threads(threads)
     assert all(np.isfinite(losses))
