@@ -4,7 +4,6 @@ supervised from scratch).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -14,7 +13,7 @@ from ikem_train.checkpoint import load_checkpoint
 from ikem_train.config import config_from_dict, config_to_dict, load_config
 from ikem_train.data.datasets import ModalityDataset
 from ikem_train.eval import features as ev
-from ikem_train.jobs.common import count_classes, encoder_source, job_processes, on_processes, reading_store, resume_base, train_split, with_model, write_json
+from ikem_train.jobs.common import count_classes, encoder_source, job_processes, on_processes, reading_store, resume_base, train_split, write_json
 from ikem_train.training.loop import resolve_device, run_folder, train
 
 
@@ -62,22 +61,19 @@ def finetune(store, benchmark, run_dir, *, checkpoint=None, from_scratch=False, 
     cfg = load_config(config, overrides, base["config"] if base else None)
     ck, names, source_model = encoder_source(cfg, store, checkpoint, modalities)
     pretrained = None if ck is None else ev.load_encoders(ck, names)  # strict: each key present, no other
+    plain, model = config_to_dict(cfg), dict(source_model)  # one edit of the sections, validated once
     if cfg.finetune.dropout is not None:  # a training setting: the run's model section records what was used
-        source_model = {**source_model, "dropout": cfg.finetune.dropout}
-    umurl = ev.is_umurl(source_model)
+        model["dropout"] = cfg.finetune.dropout
+    umurl = ev.is_umurl(model)
     if umurl:  # the umurl section travels beside the model section
-        source_model = dict(source_model)
-        plain = config_to_dict(cfg)
-        plain["umurl"] = source_model.pop("umurl")
-        cfg = config_from_dict(plain)
-    cfg = with_model(cfg, source_model)
-    schedule = {key: getattr(cfg.finetune, key) for key in ("epochs", "milestones")
-                if getattr(cfg.finetune, key) is not None}
-    if schedule:  # the loop, its checkpoints and resume read the optim section
-        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, **schedule))
-    model_cfg = config_to_dict(cfg)["model"]
-    if umurl:
-        model_cfg["umurl"] = config_to_dict(cfg)["umurl"]
+        plain["umurl"] = model.pop("umurl")
+    plain["model"] = model
+    for key in ("epochs", "milestones"):  # the loop, its checkpoints and resume read the optim section
+        if plain["finetune"][key] is not None:
+            plain["optim"][key] = plain["finetune"][key]
+    cfg = config_from_dict(plain)
+    plain = config_to_dict(cfg)
+    model_cfg = {**plain["model"], "umurl": plain["umurl"]} if umurl else plain["model"]
     store_params = ev.check_store_agrees(store, model_cfg, None if ck is None else ck.get("store_params"))
     with reading_store(store, base, run_dir) as watch, job_processes(cfg, log) as (env, log):
         train_ds = train_split(store, benchmark, cfg, env, views=1)
